@@ -1,0 +1,1 @@
+"""Local Kubernetes control plane, local node and MLflow for modelyard's dev loop and tests."""

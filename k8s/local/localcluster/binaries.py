@@ -1,0 +1,169 @@
+"""Find or obtain the control-plane binaries.
+
+Lookup order (first hit wins, per binary):
+1. a directory named by ``MODELYARD_K8S_BIN_DIR``;
+2. the cache ``$MODELYARD_CACHE_DIR`` (default ``~/.cache/modelyard``) under ``k8s-<version>/``;
+3. the official release download (dl.k8s.io / the etcd GitHub release), for machines online;
+4. a build from Go modules through the pinned wrapper module in ``k8s/local/gomod``.
+Only missing binaries are fetched or built.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+K8S_VERSION = "1.35.4"
+ETCD_VERSION = "3.6.5"  # the etcd that k8s.io/kubernetes v1.35.4 itself requires
+HELM_VERSION = "3.22.0"
+LOCAL_DIR = Path(__file__).resolve().parent.parent
+
+# binary name -> Go package inside the wrapper module
+K8S_PACKAGES = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "etcd": "go.etcd.io/etcd/server/v3",
+}
+HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
+
+
+@dataclass
+class Obtained:
+    name: str
+    path: Path
+    how: str
+    seconds: float
+
+    @property
+    def size_mb(self) -> float:
+        return self.path.stat().st_size / 1e6
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MODELYARD_CACHE_DIR", Path.home() / ".cache" / "modelyard"))
+
+
+def k8s_cache_dir() -> Path:
+    return cache_root() / f"k8s-v{K8S_VERSION}"
+
+
+def helm_cache_dir() -> Path:
+    return cache_root() / f"helm-v{HELM_VERSION}"
+
+
+def _log(msg: str) -> None:
+    print(f"[binaries] {msg}", flush=True)
+
+
+def _from_env_dir(name: str) -> Path | None:
+    env_dir = os.environ.get("MODELYARD_K8S_BIN_DIR")
+    if env_dir and (Path(env_dir) / name).is_file():
+        return Path(env_dir) / name
+    return None
+
+
+def _download(name: str, dest: Path) -> bool:
+    """Try the official release. Offline machines fail fast and fall through to the Go build."""
+    if os.environ.get("MODELYARD_NO_DOWNLOAD"):
+        return False
+    arch = "amd64" if os.uname().machine in ("x86_64", "amd64") else "arm64"
+    try:
+        if name == "etcd":
+            url = (
+                f"https://github.com/etcd-io/etcd/releases/download/v{ETCD_VERSION}/"
+                f"etcd-v{ETCD_VERSION}-linux-{arch}.tar.gz"
+            )
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                data = resp.read()
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                member = tar.getmember(f"etcd-v{ETCD_VERSION}-linux-{arch}/etcd")
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                dest.write_bytes(extracted.read())
+        else:
+            url = f"https://dl.k8s.io/release/v{K8S_VERSION}/bin/linux/{arch}/{name}"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                dest.write_bytes(resp.read())
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available online"
+        _log(f"{name}: release download unavailable ({type(exc).__name__}); building from Go modules")
+        dest.unlink(missing_ok=True)
+        return False
+    dest.chmod(0o755)
+    return True
+
+
+def _go_build(module_dir: Path, packages: dict[str, str], out_dir: Path) -> None:
+    """One `go build` for all missing packages, so shared dependencies compile once."""
+    if not shutil.which("go"):
+        raise RuntimeError("Go toolchain not found: install Go >= 1.25 to build the binaries")
+    tmp = out_dir / ".build"
+    tmp.mkdir(parents=True, exist_ok=True)
+    cmd = ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp) + "/", *packages.values()]
+    _log(f"go build {' '.join(packages)} (cold builds take several minutes) ...")
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    subprocess.run(cmd, cwd=module_dir, env=env, check=True)
+    for name, pkg in packages.items():
+        built_name = pkg.rstrip("/").split("/")[-2] if pkg.split("/")[-1].startswith("v") else pkg.split("/")[-1]
+        (tmp / built_name).rename(out_dir / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ensure(names: dict[str, str], cache: Path, module_dir: Path, downloadable: bool) -> dict[str, Obtained]:
+    cache.mkdir(parents=True, exist_ok=True)
+    found: dict[str, Obtained] = {}
+    missing: dict[str, str] = {}
+    for name, pkg in names.items():
+        start = time.monotonic()
+        if (path := _from_env_dir(name)) is not None:
+            found[name] = Obtained(name, path, "env dir", 0.0)
+        elif (cache / name).is_file():
+            found[name] = Obtained(name, cache / name, "cache", 0.0)
+        elif downloadable and _download(name, cache / name):
+            found[name] = Obtained(name, cache / name, "download", time.monotonic() - start)
+        else:
+            missing[name] = pkg
+    if missing:
+        start = time.monotonic()
+        _go_build(module_dir, missing, cache)
+        took = time.monotonic() - start
+        for name in missing:
+            found[name] = Obtained(name, cache / name, "go build", took)
+    return found
+
+
+def ensure_k8s() -> dict[str, Path]:
+    found = _ensure(K8S_PACKAGES, k8s_cache_dir(), LOCAL_DIR / "gomod", downloadable=True)
+    _summary(found)
+    return {name: o.path for name, o in found.items()}
+
+
+def ensure_helm() -> Path:
+    if env := os.environ.get("MODELYARD_HELM"):
+        return Path(env)
+    found = _ensure({"helm": HELM_PACKAGE}, helm_cache_dir(), LOCAL_DIR / "gomod-helm", downloadable=False)
+    _summary(found)
+    return found["helm"].path
+
+
+def _summary(found: dict[str, Obtained]) -> None:
+    for o in found.values():
+        extra = f", {o.seconds:.0f}s" if o.seconds else ""
+        _log(f"{o.name:<24} {o.size_mb:7.1f} MB  ({o.how}{extra})  {o.path}")
+
+
+def main() -> None:
+    ensure_k8s()
+    ensure_helm()
+
+
+if __name__ == "__main__":
+    main()

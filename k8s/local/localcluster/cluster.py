@@ -1,0 +1,214 @@
+"""Start and stop the local control plane, the local node and MLflow.
+
+Everything binds to the host address pods can reach (the pod bridge, see network.py) or to
+loopback. State lives in ``$MODELYARD_CLUSTER_DIR`` (default ``<repo>/.cluster``); the admin
+kubeconfig is always ``<state>/kubeconfig``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import binaries, network, procs
+from .pki import PKI
+
+REPO = Path(__file__).resolve().parents[3]
+ETCD_PORT = int(os.environ.get("MODELYARD_ETCD_PORT", "2379"))
+API_PORT = int(os.environ.get("MODELYARD_API_PORT", "6443"))
+MLFLOW_PORT = int(os.environ.get("MODELYARD_MLFLOW_PORT", "5000"))
+SERVICE_CIDR = "10.96.0.0/16"
+COMPONENTS = ["node", "scheduler", "controller-manager", "kube-apiserver", "etcd"]
+
+
+@dataclass
+class ClusterInfo:
+    state: Path
+    host_ip: str
+    kubeconfig: Path
+    api_url: str
+    mlflow_uri: str
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("MODELYARD_CLUSTER_DIR", REPO / ".cluster")).resolve()
+
+
+def _log(msg: str) -> None:
+    print(f"[cluster] {msg}", flush=True)
+
+
+def _wait(what: str, check: object, timeout: float, logfile: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.1)
+    tail = logfile.read_text(errors="replace")[-3000:] if logfile and logfile.exists() else ""
+    raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s\n{tail}")
+
+
+def _https_ok(url: str, pki: PKI) -> bool:
+    ctx = ssl.create_default_context(cafile=str(pki.path("ca.crt")))
+    ctx.load_cert_chain(str(pki.path("admin.crt")), str(pki.path("admin.key")))
+    with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
+        return bool(resp.status == 200)
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return bool(resp.status == 200)
+
+
+def info() -> ClusterInfo:
+    state = state_dir()
+    host = (state / "host-ip").read_text().strip() if (state / "host-ip").exists() else network.host_ip()
+    return ClusterInfo(state, host, state / "kubeconfig", f"https://{host}:{API_PORT}",
+                       f"http://{host}:{MLFLOW_PORT}")
+
+
+def up() -> ClusterInfo:
+    started = time.monotonic()
+    bins = binaries.ensure_k8s()
+    state = state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    if network.netns_available():
+        network.setup_bridge()
+    host = network.host_ip()
+    (state / "host-ip").write_text(host)
+    pki = PKI(state / "pki")
+    pki.ensure(ips=sorted({host, "127.0.0.1", "10.96.0.1"}),
+               dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local"])
+    api_url = f"https://{host}:{API_PORT}"
+    kubeconfig = pki.kubeconfig("admin", api_url, state / "kubeconfig")
+    logs = state / "logs"
+
+    if not procs.running("etcd", state):
+        procs.start("etcd", [str(bins["etcd"]), "--data-dir", str(state / "etcd"),
+                             "--listen-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
+                             "--advertise-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
+                             "--listen-peer-urls", f"http://127.0.0.1:{ETCD_PORT + 1}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{ETCD_PORT + 1}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{ETCD_PORT + 1}",
+                             "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 1024**3)], state)
+    _wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), 30, logs / "etcd.log")
+
+    p = pki.path
+    if not procs.running("kube-apiserver", state):
+        procs.start("kube-apiserver", [
+            str(bins["kube-apiserver"]), f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
+            f"--bind-address={host}", f"--advertise-address={host}", f"--secure-port={API_PORT}",
+            f"--tls-cert-file={p('apiserver.crt')}", f"--tls-private-key-file={p('apiserver.key')}",
+            f"--client-ca-file={p('ca.crt')}", "--authorization-mode=Node,RBAC",
+            f"--service-account-key-file={p('sa.pub')}", f"--service-account-signing-key-file={p('sa.key')}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
+            "--enable-admission-plugins=NodeRestriction", "--profiling=false",
+            "--endpoint-reconciler-type=none",  # a single static apiserver; no endpoint lease churn
+        ], state)
+    _wait("kube-apiserver", lambda: _https_ok(f"{api_url}/readyz", pki), 60, logs / "kube-apiserver.log")
+
+    cm_kc = pki.kubeconfig("controller-manager", api_url, state / "controller-manager.kubeconfig")
+    if not procs.running("controller-manager", state):
+        procs.start("controller-manager", [
+            str(bins["kube-controller-manager"]), f"--kubeconfig={cm_kc}",
+            f"--authentication-kubeconfig={cm_kc}", f"--authorization-kubeconfig={cm_kc}",
+            f"--service-account-private-key-file={p('sa.key')}", f"--root-ca-file={p('ca.crt')}",
+            f"--cluster-signing-cert-file={p('ca.crt')}", f"--cluster-signing-key-file={p('ca.key')}",
+            "--use-service-account-credentials=true", "--leader-elect=false",
+            "--bind-address=127.0.0.1", "--secure-port=10257",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # The HPA needs metrics-server, which a local cluster does not have; it still reconciles.
+            "--horizontal-pod-autoscaler-sync-period=15s",
+        ], state)
+    sched_kc = pki.kubeconfig("scheduler", api_url, state / "scheduler.kubeconfig")
+    if not procs.running("scheduler", state):
+        procs.start("scheduler", [
+            str(bins["kube-scheduler"]), f"--kubeconfig={sched_kc}", f"--authentication-kubeconfig={sched_kc}",
+            f"--authorization-kubeconfig={sched_kc}", "--leader-elect=false",
+            "--bind-address=127.0.0.1", "--secure-port=10259",
+        ], state)
+    if not procs.running("node", state):
+        procs.start("node", [sys.executable, "-m", "localcluster.node", "--kubeconfig", str(kubeconfig),
+                             "--state-dir", str(state), "--host-ip", host, "--api-port", str(API_PORT)],
+                    state, env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    start_mlflow()
+    _wait_nodes_ready(kubeconfig, logs)
+    cluster = info()
+    _log(f"ready in {time.monotonic() - started:.1f}s")
+    _log(f"kubeconfig: {kubeconfig}   (export KUBECONFIG={kubeconfig})")
+    _log(f"apiserver:  {api_url}")
+    _log(f"mlflow:     {cluster.mlflow_uri}")
+    _log(f"kubectl:    {bins['kubectl']}")
+    return cluster
+
+
+def _wait_nodes_ready(kubeconfig: Path, logs: Path) -> None:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(str(kubeconfig))
+    core = client.CoreV1Api(api)
+
+    def ready() -> bool:
+        nodes = core.list_node().items
+        if len(nodes) < 3:
+            return False
+        if not all(any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+                   for n in nodes):
+            return False
+        # Pods need the default ServiceAccount, which the controller-manager creates.
+        core.read_namespaced_service_account("default", "default")
+        return True
+
+    _wait("local node", ready, 60, logs / "node.log")
+
+
+def start_mlflow() -> None:
+    state = state_dir()
+    host = network.host_ip()
+    mlflow_dir = state / "mlflow"
+    (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+    key_file = state / "mlflow-webhook.key"
+    if not key_file.exists():
+        from cryptography.fernet import Fernet
+
+        key_file.write_bytes(Fernet.generate_key())
+    if not procs.running("mlflow", state):
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        procs.start("mlflow", [
+            str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "--artifacts-destination", str(mlflow_dir / "artifacts"), "--serve-artifacts",
+            "--host", host, "--port", str(MLFLOW_PORT), "--workers", "1",
+        ], state, env={"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key_file.read_text().strip()})
+    _wait("mlflow", lambda: _http_ok(f"http://{host}:{MLFLOW_PORT}/health"), 90, state / "logs" / "mlflow.log")
+
+
+def stop_mlflow() -> None:
+    procs.stop("mlflow", state_dir())
+
+
+def down(purge: bool = True) -> None:
+    state = state_dir()
+    procs.stop("mlflow", state)
+    for name in COMPONENTS:
+        procs.stop(name, state, grace=15 if name == "node" else 10)
+    if purge:
+        for sub in ("etcd", "pods", "pvc", "mlflow", "pids"):
+            shutil.rmtree(state / sub, ignore_errors=True)
+    network.teardown_bridge()
+    _log("stopped")
+
+
+def status() -> dict[str, bool]:
+    state = state_dir()
+    return {name: procs.running(name, state) for name in [*COMPONENTS, "mlflow"]}

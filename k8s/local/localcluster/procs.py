@@ -1,0 +1,63 @@
+"""Background processes with pidfiles, so `cluster-up` can return and `cluster-down` find them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def start(name: str, argv: list[str], state: Path, env: dict[str, str] | None = None) -> int:
+    logs = state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out = (logs / f"{name}.log").open("ab")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    (state / "pids").mkdir(exist_ok=True)
+    (state / "pids" / name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def pid_of(name: str, state: Path) -> int | None:
+    path = state / "pids" / name
+    if not path.exists():
+        return None
+    pid = int(path.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def running(name: str, state: Path) -> bool:
+    return pid_of(name, state) is not None
+
+
+def stop(name: str, state: Path, grace: float = 10) -> None:
+    pid = pid_of(name, state)
+    if pid is not None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            # reap if it is our child (tests start processes in-process)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    (state / "pids" / name).unlink(missing_ok=True)

@@ -1,0 +1,180 @@
+"""Session fixtures: a real local control plane + local node + MLflow, and the operator.
+
+The cluster is started once per session (or reused when `make cluster-up` already runs it, in
+which case it is left running) and torn down at the end. Each test gets its own namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "k8s" / "local"))
+
+from localcluster import binaries, cluster as localcluster  # noqa: E402
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    host_ip: str
+    mlflow_uri: str
+    api_url: str
+    kubectl_bin: Path
+    state: Path
+    api: object = field(repr=False, default=None)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.kubectl_bin), f"--kubeconfig={self.kubeconfig}", *args],
+                              input=input, capture_output=True, text=True, check=check, timeout=120)
+
+    def mlflow_stop(self) -> None:
+        localcluster.stop_mlflow()
+
+    def mlflow_start(self) -> None:
+        localcluster.start_mlflow()
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """Container output as the local node captured it (there is no kubelet log API)."""
+        matches = sorted((self.state / "pods").glob(f"{namespace}_{pod}_*/{container}.log"))
+        return matches[-1].read_text(errors="replace") if matches else ""
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    from kubernetes import config
+
+    already_up = all(localcluster.status().values())
+    info = localcluster.info() if already_up else localcluster.up()
+    kubectl = binaries.ensure_k8s()["kubectl"]
+    c = Cluster(info.kubeconfig, info.host_ip, info.mlflow_uri, info.api_url, kubectl, info.state)
+    c.api = config.new_client_from_config(str(info.kubeconfig))
+    os.environ["KUBECONFIG"] = str(info.kubeconfig)
+    os.environ["MLFLOW_TRACKING_URI"] = info.mlflow_uri
+    yield c
+    if not already_up and not os.environ.get("MODELYARD_KEEP_CLUSTER"):
+        localcluster.down()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"modelyard.io/test": "true"}}})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # pods need the namespace's default ServiceAccount
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except client.ApiException:
+            time.sleep(0.2)
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Operator:
+    """`python -m modelyard_operator` running on the host against the local cluster."""
+
+    def __init__(self, c: Cluster, log_dir: Path) -> None:
+        self.cluster = c
+        self.webhook_secret = secrets.token_hex(16)
+        self.webhook_port = free_port()
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.log_path = log_dir / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://{self.cluster.host_ip}:{self.webhook_port}/webhooks/mlflow"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "MODELYARD_MLFLOW_TRACKING_URI": self.cluster.mlflow_uri,
+            "MODELYARD_POLL_INTERVAL": "3",
+            "MODELYARD_DRIFT_INTERVAL": "3",
+            "MODELYARD_WEBHOOK_PORT": str(self.webhook_port),
+            "MODELYARD_WEBHOOK_SECRET": self.webhook_secret,
+            "MODELYARD_WEBHOOK_URL": self.webhook_url,
+            "MODELYARD_METRICS_PORT": str(self.metrics_port),
+            "MODELYARD_HEALTH_PORT": str(self.health_port),
+            **self.extra_env,
+        }
+
+    def start(self, **extra_env: str) -> None:
+        self.extra_env = extra_env
+        out = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelyard_operator"], env=self.env(),
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"operator not healthy in 60s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start(**self.extra_env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> list[Path]:
+    """Install modelyard's CRDs (server-side apply) and wait until they are served."""
+    files = sorted((REPO / "crds").glob("*.yaml"))
+    for f in files:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    *[f"-f={f}" for f in files])
+    return files
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
