@@ -82,7 +82,8 @@ def _job(name: str, code: int, policy: bool = False) -> dict[str, Any]:
         "backoffLimit": 4,
         "template": {"spec": {"restartPolicy": "Never", "containers": [{
             "name": "main", "image": "modelyard-training:test",
-            "command": ["python", "-c", f"import sys; open('/dev/termination-log','w').write('bye {code}'); sys.exit({code})"],
+            "command": ["python", "-c",
+                        f"import sys; open('/dev/termination-log', 'w').write('bye {code}'); sys.exit({code})"],
         }]}},
     }
     if policy:
@@ -121,7 +122,7 @@ def test_job_exit_three_fails_at_once_under_pod_failure_policy(cluster, namespac
 
 def _gpu_pod(name: str, tolerate: bool) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [{"name": "c", "image": "modelyard-training:test",
-                                            "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+                                            "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
                             "nodeSelector": {"nvidia.com/gpu.present": "true"}}
     if tolerate:
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

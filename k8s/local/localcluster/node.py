@@ -138,9 +138,11 @@ class LocalNode:
     def finalize_deletion(self, pod: dict[str, Any]) -> None:
         """Confirm a graceful deletion once the processes are gone (grace period 0 delete)."""
         meta = pod["metadata"]
+        log.info("finalizing deletion of %s/%s", meta["namespace"], meta["name"])
         try:
-            self.core.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=0,
-                                            body=client.V1DeleteOptions(preconditions={"uid": meta["uid"]}))
+            # With a body, the apiserver ignores query options: the grace period must be in it.
+            self.core.delete_namespaced_pod(meta["name"], meta["namespace"], body=client.V1DeleteOptions(
+                grace_period_seconds=0, preconditions={"uid": meta["uid"]}))
         except client.ApiException as exc:
             if exc.status not in (404, 409):
                 log.warning("final delete of %s failed: %s", meta["name"], exc.reason)
@@ -168,9 +170,11 @@ class LocalNode:
                         self.finalize_deletion(pod)
                     return
                 worker = PodWorker(self, pod)
+                log.info("starting %s", worker.name)
                 self.workers[uid] = worker
                 worker.start()
             elif deleting and not worker.stop_requested.is_set():
+                log.info("stopping %s (grace %ss)", worker.name, grace)
                 worker.request_stop(int(grace))
             elif deleting and not worker.is_alive():
                 self.finalize_deletion(pod)

@@ -91,7 +91,7 @@ class PodWorker(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except Exception:  # noqa: BLE001 - a broken pod must not take the node down
+        except Exception:
             log.exception("pod %s failed in the local node", self.name)
         finally:
             self._cleanup()

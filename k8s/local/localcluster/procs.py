@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,10 +40,8 @@ def running(name: str, state: Path) -> bool:
 def stop(name: str, state: Path, grace: float = 10) -> None:
     pid = pid_of(name, state)
     if pid is not None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             try:
@@ -50,14 +49,10 @@ def stop(name: str, state: Path, grace: float = 10) -> None:
             except ProcessLookupError:
                 break
             # reap if it is our child (tests start processes in-process)
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.1)
         else:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     (state / "pids" / name).unlink(missing_ok=True)
