@@ -23,7 +23,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "k8s" / "local"))
 
-from localcluster import binaries, cluster as localcluster  # noqa: E402
+from localcluster import binaries  # noqa: E402
+from localcluster import cluster as localcluster  # noqa: E402
+
+# Test namespaces share a per-session prefix and the session's operator watches only that
+# glob, so two pytest sessions on one cluster never reconcile each other's objects.
+SESSION_PREFIX = f"t{uuid.uuid4().hex[:4]}"
 
 
 @dataclass
@@ -72,7 +77,7 @@ def cluster() -> Iterator[Cluster]:
 def namespace(cluster: Cluster) -> Iterator[str]:
     from kubernetes import client
 
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api)
     core.create_namespace({"metadata": {"name": name, "labels": {"modelyard.io/test": "true"}}})
     deadline = time.monotonic() + 30
@@ -125,6 +130,7 @@ class Operator:
             "MODELYARD_WEBHOOK_URL": self.webhook_url,
             "MODELYARD_METRICS_PORT": str(self.metrics_port),
             "MODELYARD_HEALTH_PORT": str(self.health_port),
+            "MODELYARD_NAMESPACES": f"{SESSION_PREFIX}-*",
             **self.extra_env,
         }
 

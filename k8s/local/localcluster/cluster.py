@@ -92,6 +92,7 @@ def up() -> ClusterInfo:
     api_url = f"https://{host}:{API_PORT}"
     kubeconfig = pki.kubeconfig("admin", api_url, state / "kubeconfig")
     logs = state / "logs"
+    start_mlflow(wait=False)  # the slowest to boot: let it start while the control plane does
 
     if not procs.running("etcd", state):
         procs.start("etcd", [str(bins["etcd"]), "--data-dir", str(state / "etcd"),
@@ -142,8 +143,8 @@ def up() -> ClusterInfo:
         procs.start("node", [sys.executable, "-m", "localcluster.node", "--kubeconfig", str(kubeconfig),
                              "--state-dir", str(state), "--host-ip", host, "--api-port", str(API_PORT)],
                     state, env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    start_mlflow()
     _wait_nodes_ready(kubeconfig, logs)
+    start_mlflow()
     cluster = info()
     _log(f"ready in {time.monotonic() - started:.1f}s")
     _log(f"kubeconfig: {kubeconfig}   (export KUBECONFIG={kubeconfig})")
@@ -173,7 +174,7 @@ def _wait_nodes_ready(kubeconfig: Path, logs: Path) -> None:
     _wait("local node", ready, 60, logs / "node.log")
 
 
-def start_mlflow() -> None:
+def start_mlflow(wait: bool = True) -> None:
     state = state_dir()
     host = network.host_ip()
     mlflow_dir = state / "mlflow"
@@ -190,7 +191,8 @@ def start_mlflow() -> None:
             "--artifacts-destination", str(mlflow_dir / "artifacts"), "--serve-artifacts",
             "--host", host, "--port", str(MLFLOW_PORT), "--workers", "1",
         ], state, env={"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key_file.read_text().strip()})
-    _wait("mlflow", lambda: _http_ok(f"http://{host}:{MLFLOW_PORT}/health"), 90, state / "logs" / "mlflow.log")
+    if wait:
+        _wait("mlflow", lambda: _http_ok(f"http://{host}:{MLFLOW_PORT}/health"), 90, state / "logs" / "mlflow.log")
 
 
 def stop_mlflow() -> None:
