@@ -45,10 +45,12 @@ def _log(msg: str) -> None:
 
 
 def _wait(what: str, check: object, timeout: float, logfile: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     while time.monotonic() < deadline:
         try:
             if check():  # type: ignore[operator]
+                _log(f"{what} ready (+{time.monotonic() - start:.1f}s)")
                 return
         except Exception:  # noqa: BLE001 - not up yet
             pass
@@ -184,6 +186,9 @@ def start_mlflow(wait: bool = True) -> None:
         from cryptography.fernet import Fernet
 
         key_file.write_bytes(Fernet.generate_key())
+    db = mlflow_dir / "mlflow.db"
+    if not db.exists():
+        shutil.copyfile(_mlflow_db_template(), db)
     if not procs.running("mlflow", state):
         mlflow_bin = Path(sys.executable).parent / "mlflow"
         procs.start("mlflow", [
@@ -193,6 +198,27 @@ def start_mlflow(wait: bool = True) -> None:
         ], state, env={"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key_file.read_text().strip()})
     if wait:
         _wait("mlflow", lambda: _http_ok(f"http://{host}:{MLFLOW_PORT}/health"), 90, state / "logs" / "mlflow.log")
+
+
+def _mlflow_db_template() -> Path:
+    """An empty, fully migrated MLflow database, made once per MLflow version and cached.
+
+    Creating the schema runs every alembic migration, which is most of a cold server start.
+    """
+    from importlib.metadata import version
+
+    template = binaries.cache_root() / f"mlflow-{version('mlflow')}-empty.db"
+    if not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        tmp = template.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        code = ("from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as S; "
+                f"S('sqlite:///{tmp}', '/tmp/unused-artifacts')")
+        import subprocess
+
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        tmp.rename(template)
+    return template
 
 
 def stop_mlflow() -> None:
