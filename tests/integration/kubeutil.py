@@ -21,7 +21,7 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 60, interval: float = 
             last = exc
         else:
             if last:
-                return last  # type: ignore[return-value]
+                return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: last={last!r}")
 

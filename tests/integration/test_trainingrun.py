@@ -92,14 +92,16 @@ def test_iris_run_succeeds_and_registers_version_1(
     model = model_name(namespace, "iris")
     started = time.monotonic()
     kubectl_apply(cluster, namespace, tr_manifest("iris", model))
+    created = time.monotonic()  # the TrainingRun exists once kubectl returns
     wait_for(lambda: jobs_of(cluster, namespace, "iris"), 30, interval=0.02, what="training Job")
-    job_latency = time.monotonic() - started
+    job_latency = time.monotonic() - created
 
     run = wait_phase(cluster, namespace, "iris")
     wall_time = time.monotonic() - started
     record_property("apply_to_job_created_seconds", round(job_latency, 3))
     record_property("iris_run_wall_seconds", round(wall_time, 1))
-    print(f"\napply -> Job created: {job_latency:.3f}s; iris run wall time: {wall_time:.1f}s")
+    print(f"\nTrainingRun created -> Job created: {job_latency:.3f}s "
+          f"(kubectl apply itself {created - started:.2f}s); iris run wall time: {wall_time:.1f}s")
 
     status = run["status"]
     assert status["phase"] == "Succeeded", status
@@ -175,7 +177,7 @@ def test_sweep_registers_exactly_one_version_the_best(cluster: Any, namespace: s
     trial_scores = {rid: mlf.get_run(rid).data.metrics["accuracy"] for rid in status["trialRunIds"]}
     assert versions[0].run_id == status["runId"] in trial_scores
     assert trial_scores[status["runId"]] == max(trial_scores.values())
-    assert status["objectiveValue"] == pytest.approx(max(trial_scores.values()))
+    assert status["objectiveValue"] == pytest.approx(max(trial_scores.values()), abs=1e-4)
     sweep_job = next(j for j in jobs_of(cluster, namespace, "sweep") if j.metadata.name == "sweep-sweep")
     assert (sweep_job.spec.completions, sweep_job.spec.parallelism) == (4, 2)
 
@@ -201,7 +203,11 @@ def test_gpu_run_pod_binds_to_a_fake_gpu_node(cluster: Any, namespace: str, oper
         # Pods on a node without a kubelet never finish graceful deletion; remove them outright.
         client.CustomObjectsApi(cluster.api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gpu")
         for pod in pods_of(cluster, namespace, "gpu"):
-            core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+            try:
+                core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+            except client.ApiException as error:
+                if error.status != 404:  # already collected through the Job
+                    raise
 
 
 def test_operator_restart_mid_run_creates_no_duplicate_job(cluster: Any, namespace: str, operator: Any) -> None:

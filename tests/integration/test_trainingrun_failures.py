@@ -56,7 +56,7 @@ INVALID = {
     "testSize 1": (_with("dataset.testSize", 1), "spec.dataset.testSize"),
     "grid param with values and range": (_with("sweep", {**SWEEP, "space": {"C": {"values": [1], "min": 0.1,
                                                                                        "max": 1}}}),
-                                         "spec.sweep.space[C]"),
+                                         "spec.sweep.space.C"),
 }
 
 
@@ -125,22 +125,32 @@ def test_unreachable_dataset_uri_fails_with_reason(cluster: Any, namespace: str,
     assert len(pods_of(cluster, namespace, "nodata")) == 1
 
 
-def test_mlflow_unreachable_retries_per_backoff_limit_then_fails(cluster: Any, namespace: str, operator: Any) -> None:
-    # Keep MLflow's own client retries short so each attempt fails fast.
-    env = [{"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "0"},
-           {"name": "MLFLOW_HTTP_REQUEST_TIMEOUT", "value": "5"}]
-    cluster.mlflow_stop()
+def test_mlflow_unreachable_retries_per_backoff_limit_then_fails(
+    cluster: Any, namespace: str, operator: Any,
+) -> None:
+    # Pods get an MLflow address where nothing listens (their own loopback, closed port), via
+    # the operator's POD_MLFLOW_TRACKING_URI setting. Same failure as a stopped server, without
+    # taking the shared MLflow away from tests running beside this one.
+    operator.stop()
+    operator.start(MODELYARD_POD_MLFLOW_TRACKING_URI="http://127.0.0.1:9")
     try:
+        # Keep MLflow's own client retries short so each attempt fails fast.
+        env = [{"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "0"},
+               {"name": "MLFLOW_HTTP_REQUEST_TIMEOUT", "value": "5"}]
         kubectl_apply(cluster, namespace, tr_manifest("nomlflow", model_name(namespace, "nomlflow"),
                                                       backoffLimit=1, env=env))
         run = wait_phase(cluster, namespace, "nomlflow")
     finally:
-        cluster.mlflow_start()
+        operator.stop()
+        operator.start()
     failed = condition(run, "Failed")
     assert (run["status"]["phase"], failed["reason"]) == ("Failed", "MLflowUnavailable"), run["status"]
     (job,) = jobs_of(cluster, namespace, "nomlflow")
     assert job.status.failed == 2, "one try plus backoffLimit=1 retry"
+    assert len(pods_of(cluster, namespace, "nomlflow")) == 2
     assert "after 2 attempts" in run["status"]["message"]
+    env_vars = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    assert env_vars["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9"
 
 
 def test_status_not_rewritten_once_finished(cluster: Any, namespace: str, operator: Any) -> None:

@@ -1,0 +1,259 @@
+"""Pure builders for a ModelDeployment's children: no I/O, unit-tested with golden dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelyard_operator.md_models import MD_LABEL, VERSION_LABEL, ModelDeployment
+from modelyard_operator.registry import ResolvedVersion
+from modelyard_operator.settings import Settings
+
+CONTAINER_NAME = "server"
+CONTAINER_PORT = 8080
+SERVICE_PORT = 80
+GPU_RESOURCE = "nvidia.com/gpu"
+# The model URI/name/version define what this Deployment serves; letting spec.env override
+# them would make status lie about the served version (the CRD rejects them too).
+RESERVED_ENV = ("MODELYARD_MODEL_URI", "MODELYARD_MODEL_NAME", "MODELYARD_MODEL_VERSION")
+DEFAULT_CPU = "250m"
+DEFAULT_MEMORY = "512Mi"
+# A fixed non-root UID: runAsNonRoot alone is rejected for images whose USER is a name.
+RUN_AS_USER = 65532
+
+
+def common_labels(md: ModelDeployment) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "modelyard",
+        "app.kubernetes.io/part-of": "modelyard",
+        "app.kubernetes.io/component": "serving",
+        "app.kubernetes.io/instance": md.name,
+        MD_LABEL: md.name,
+    }
+
+
+def selector_labels(md: ModelDeployment) -> dict[str, str]:
+    return {MD_LABEL: md.name}
+
+
+def service_url(md: ModelDeployment) -> str:
+    return f"http://{md.name}.{md.namespace}.svc.cluster.local:{SERVICE_PORT}"
+
+
+def _metadata(md: ModelDeployment, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": md.name,
+        "namespace": md.namespace,
+        "labels": {**common_labels(md), **(extra_labels or {})},
+    }
+
+
+def _env(md: ModelDeployment, version: ResolvedVersion, settings: Settings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "MODELYARD_MODEL_URI", "value": version.model_uri},
+        {"name": "MODELYARD_MODEL_NAME", "value": version.name},
+        {"name": "MODELYARD_MODEL_VERSION", "value": version.version},
+        {"name": "MLFLOW_TRACKING_URI", "value": settings.pod_tracking_uri},
+        # MLflow caches downloads under $HOME; the root filesystem is read-only.
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    if md.spec.auth is not None:
+        ref = md.spec.auth.api_key_secret_ref
+        env.append({
+            "name": "MODELYARD_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        })
+    user = [e for e in md.spec.env if e.get("name") not in RESERVED_ENV]
+    user_names = {e.get("name") for e in user}
+    # User entries replace ours by name: SSA keys env by name and rejects duplicates.
+    return [e for e in env if e["name"] not in user_names] + user
+
+
+def _resources(md: ModelDeployment) -> dict[str, Any]:
+    res = md.spec.resources
+    cpu = str(res.cpu) if res.cpu is not None else DEFAULT_CPU
+    memory = res.memory or DEFAULT_MEMORY
+    # Memory limit = request: an over-committed model server is OOM-killed mid-request.
+    # No CPU limit: throttling inflates tail latency and the HPA scales on requests.
+    limits: dict[str, Any] = {"memory": memory}
+    if res.gpu > 0:
+        limits[GPU_RESOURCE] = res.gpu
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def _scheduling(md: ModelDeployment, settings: Settings) -> dict[str, Any]:
+    spec = md.spec
+    node_selector = dict(spec.node_selector)
+    tolerations = list(spec.tolerations)
+    if spec.resources.gpu > 0:
+        # Operator GPU defaults first, user keys win; user tolerations are added, not replaced.
+        node_selector = {**settings.gpu_node_selector, **node_selector}
+        tolerations = [t for t in settings.gpu_tolerations if t not in tolerations] + tolerations
+    result: dict[str, Any] = {}
+    if node_selector:
+        result["nodeSelector"] = node_selector
+    if tolerations:
+        result["tolerations"] = tolerations
+    if spec.affinity:
+        result["affinity"] = spec.affinity
+    return result
+
+
+def _container(md: ModelDeployment, version: ResolvedVersion, settings: Settings) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": md.spec.image or settings.serving_image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+        "env": _env(md, version, settings),
+        "resources": _resources(md),
+        # Readiness is the safety gate: /readyz is 503 until the model is loaded, so a
+        # version that cannot load never receives traffic. Probed often for fast rollouts.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 2,
+        },
+        # Liveness only asks "is the process alive" and is lenient, so a slow model download
+        # is never mistaken for a hang and restarted in a loop.
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "initialDelaySeconds": 30, "periodSeconds": 10, "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if settings.mlflow_credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.mlflow_credentials_secret}}]
+    return container
+
+
+def build_deployment(
+    md: ModelDeployment, version: ResolvedVersion, settings: Settings
+) -> dict[str, Any]:
+    """The serving Deployment; its pod template pins ``version`` so a promotion is a rollout."""
+    spec = md.spec
+    pod_labels = {**common_labels(md), VERSION_LABEL: version.version}
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(md)},
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                "maxSurge": spec.rollout.max_surge,
+                "maxUnavailable": spec.rollout.max_unavailable,
+            },
+        },
+        "template": {
+            "metadata": {"labels": pod_labels},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": RUN_AS_USER,
+                    "runAsGroup": RUN_AS_USER,
+                    "fsGroup": RUN_AS_USER,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [_container(md, version, settings)],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+                **_scheduling(md, settings),
+            },
+        },
+    }
+    # With an HPA the replica count belongs to it; setting it here would fight every scale.
+    if spec.autoscaling is None:
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md),
+        "spec": deployment_spec,
+    }
+
+
+def build_service(md: ModelDeployment) -> dict[str, Any]:
+    """ClusterIP Service on port 80; status.url points here."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(md),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http",
+                       "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(md: ModelDeployment) -> dict[str, Any] | None:
+    """autoscaling/v2 HPA on CPU utilisation, or None without spec.autoscaling."""
+    scaling = md.spec.autoscaling
+    if scaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(md),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": md.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [{
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {
+                        "type": "Utilization",
+                        "averageUtilization": scaling.target_cpu_utilization_percentage,
+                    },
+                },
+            }],
+        },
+    }
+
+
+def wants_pdb(md: ModelDeployment) -> bool:
+    """A PDB only helps with >1 replica; with one it would block every node drain."""
+    scaling = md.spec.autoscaling
+    return scaling.min_replicas > 1 if scaling is not None else md.spec.replicas > 1
+
+
+def build_pdb(md: ModelDeployment) -> dict[str, Any] | None:
+    """policy/v1 PDB allowing one voluntary disruption at a time, when it makes sense."""
+    if not wants_pdb(md):
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(md)}},
+    }
+
+
+def wants_service_monitor(md: ModelDeployment, crd_installed: bool) -> bool:
+    """``auto`` follows the CRD's presence; ``enabled`` still needs the CRD to exist."""
+    return md.spec.monitoring.service_monitor != "disabled" and crd_installed
+
+
+def build_service_monitor(md: ModelDeployment, crd_installed: bool) -> dict[str, Any] | None:
+    """Prometheus Operator ServiceMonitor scraping /metrics on the http port."""
+    if not wants_service_monitor(md, crd_installed):
+        return None
+    monitoring = md.spec.monitoring
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _metadata(md, monitoring.labels),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(md)},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": monitoring.interval}],
+        },
+    }

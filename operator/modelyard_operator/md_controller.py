@@ -1,0 +1,125 @@
+"""The ModelDeployment controller's long-lived parts, started and stopped with the operator.
+
+One instance owns: the registry client and its cache, the reconcile runner, the shared
+registry watcher, the MLflow webhook receiver, a resync loop (kopf timers would put a
+finalizer on every ModelDeployment; this needs none) and the drift loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from modelyard_operator.md_models import InvalidSpec, ModelDeployment
+from modelyard_operator.md_resolver import Resolver
+from modelyard_operator.md_retrain import check_retrain
+from modelyard_operator.md_runner import MDRunner
+from modelyard_operator.registry import Registry, RegistryError, RegistryUnavailable
+from modelyard_operator.settings import Settings
+from modelyard_operator.watcher import MDKey, RegistryWatcher
+from modelyard_operator.webhook import WebhookReceiver
+
+logger = logging.getLogger(__name__)
+
+RESYNC_TICK_SECONDS = 5.0
+API_RETRY_SECONDS = 5.0
+WEBHOOK_REGISTER_RETRY_SECONDS = 30.0
+
+
+class MDController:
+    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or Registry(settings.mlflow_tracking_uri)
+        # Twice the poll interval: the watcher refreshes snapshots every interval, so a
+        # reconcile practically never has to ask MLflow itself.
+        self.resolver = Resolver(self.registry, max_age=2 * settings.poll_interval)
+        self.runner = MDRunner(settings, self.resolver)
+        self.watcher = RegistryWatcher(self.resolver, self._wake, settings.poll_interval)
+        self.runner.watcher = self.watcher
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        self.webhook = WebhookReceiver(self.watcher, secret)
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        await self.webhook.start(self.settings.webhook_port)
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
+            self.watcher.run, self._resync_loop, self._drift_loop,
+        ]
+        if self.settings.webhook_register and self.settings.webhook_url:
+            loops.append(self._register_webhook)
+        self._tasks = [asyncio.create_task(loop()) for loop in loops]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.webhook.stop()
+
+    def reconcile(self, key: MDKey) -> None:
+        """kopf create/update/resume path: errors become kopf's retry semantics."""
+        try:
+            outcome = self.runner.run(key)
+        except InvalidSpec as error:
+            raise kopf.PermanentError(str(error)) from error
+        except (ApiException, HTTPError) as error:
+            raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=API_RETRY_SECONDS) from error
+        if outcome is not None and isinstance(outcome.registry_error, RegistryUnavailable):
+            raise kopf.TemporaryError(str(outcome.registry_error),
+                                      delay=self.settings.poll_interval)
+
+    def reconcile_quietly(self, key: MDKey) -> None:
+        """Event/loop paths: not retried by kopf, so just log; the resync loop catches up."""
+        try:
+            self.runner.run(key)
+        except InvalidSpec:
+            pass  # already reported in status by the runner
+        except Exception:
+            logger.exception("reconcile of ModelDeployment %s/%s failed", *key)
+
+    async def _wake(self, key: MDKey) -> None:
+        await asyncio.to_thread(self.reconcile_quietly, key)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_TICK_SECONDS)
+            for key in self.runner.known():
+                if self.runner.due_for_resync(key):
+                    await asyncio.to_thread(self.reconcile_quietly, key)
+
+    def _retrain_step(self, md: ModelDeployment) -> bool:
+        event = check_retrain(md)
+        if event is None:
+            return False
+        self.runner.post_events(md, [event])
+        return True
+
+    async def _drift_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.drift_interval)
+            for key in sorted(self.runner.retrain_keys):
+                try:
+                    await asyncio.to_thread(self.runner.run_with, key, self._retrain_step)
+                except Exception:
+                    logger.exception("drift check of ModelDeployment %s/%s failed", *key)
+
+    async def _register_webhook(self) -> None:
+        """Register our receiver in MLflow, retrying until MLflow answers."""
+        url = str(self.settings.webhook_url)
+        secret = self.webhook_secret()
+        while True:
+            try:
+                await asyncio.to_thread(self.registry.ensure_webhook, url, secret)
+                return
+            except RegistryError as error:
+                logger.warning("MLflow webhook registration failed (%s); retrying", error)
+            await asyncio.sleep(WEBHOOK_REGISTER_RETRY_SECONDS)
+
+    def webhook_secret(self) -> str | None:
+        secret = self.settings.webhook_secret
+        return secret.get_secret_value() if secret is not None else None

@@ -1,0 +1,174 @@
+"""Level-based reconcile of one ModelDeployment: registry state + spec -> children + status.
+
+Safety rules encoded here:
+- Registry unreachable: no child is applied, changed or deleted; status says so.
+- Alias/stage points nowhere, or the model vanished: keep serving the last resolved version.
+- A new version is rolled out by the Deployment with maxUnavailable 0 and readiness gated on
+  the model being loaded, so a version that cannot load never replaces a serving pod.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard_operator import API_VERSION, kube
+from modelyard_operator.md_builders import (
+    build_deployment,
+    build_hpa,
+    build_pdb,
+    build_service,
+    build_service_monitor,
+)
+from modelyard_operator.md_models import MD_LABEL, VERSION_LABEL, ModelDeployment
+from modelyard_operator.md_pods import load_errors
+from modelyard_operator.md_resolver import Resolver
+from modelyard_operator.md_rollout import analyse
+from modelyard_operator.md_status import (
+    Event,
+    Resolution,
+    compute_status,
+    retraining_condition,
+    transition_events,
+)
+from modelyard_operator.registry import RegistryError, RegistryUnavailable, ResolvedVersion
+from modelyard_operator.settings import Settings
+
+SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+# CRDs are installed rarely; checking every 30 s keeps reconciles cheap yet notices an
+# install (e.g. kube-prometheus-stack added later) without an operator restart.
+CRD_CHECK_TTL = 30.0
+_crd_cache: dict[str, tuple[float, bool]] = {}
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    # Token the registry watcher compares against (version, or "!Reason").
+    observed: str = ""
+    registry_error: RegistryError | None = None
+    promotion: tuple[str, str] | None = None
+
+
+def crd_installed(name: str) -> bool:
+    now = time.monotonic()
+    cached = _crd_cache.get(name)
+    if cached is None or now - cached[0] > CRD_CHECK_TTL:
+        cached = (now, kube.crd_exists(name))
+        _crd_cache[name] = cached
+    return cached[1]
+
+
+def last_good(md: ModelDeployment) -> ResolvedVersion | None:
+    """The version this MD served before, if it belongs to the model the spec names now."""
+    version = md.status.get("resolvedVersion")
+    if version and md.status.get("modelUri") == f"models:/{md.spec.model.name}/{version}":
+        return ResolvedVersion(name=md.spec.model.name, version=str(version))
+    return None
+
+
+def resolve(md: ModelDeployment, resolver: Resolver) -> Resolution:
+    try:
+        return Resolution(resolver.resolve(md.spec.model), None)
+    except RegistryError as error:
+        return Resolution(last_good(md), error)
+
+
+def _owned_by(obj: dict[str, Any] | None, md: ModelDeployment) -> bool:
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == md.uid for ref in refs)
+
+
+def _prune(md: ModelDeployment, api_version: str, kind: str) -> None:
+    """Delete a child that the spec no longer asks for, but only one we created."""
+    existing = kube.get(api_version, kind, md.namespace, md.name)
+    if existing is not None and _owned_by(existing, md):
+        kube.delete(api_version, kind, md.namespace, md.name)
+
+
+def apply_children(
+    md: ModelDeployment, target: ResolvedVersion, settings: Settings
+) -> dict[str, Any]:
+    """Server-side apply every child; returns the live Deployment."""
+    owner = md.body
+    kube.apply(build_service(md), owner=owner)
+    deployment = kube.apply(build_deployment(md, target, settings), owner=owner)
+    optional = (
+        ("autoscaling/v2", "HorizontalPodAutoscaler", build_hpa(md)),
+        ("policy/v1", "PodDisruptionBudget", build_pdb(md)),
+    )
+    for api_version, kind, obj in optional:
+        if obj is not None:
+            kube.apply(obj, owner=owner)
+        else:
+            _prune(md, api_version, kind)
+    if crd_installed(SERVICE_MONITOR_CRD):
+        monitor = build_service_monitor(md, crd_installed=True)
+        if monitor is not None:
+            kube.apply(monitor, owner=owner)
+        else:
+            _prune(md, "monitoring.coreos.com/v1", "ServiceMonitor")
+    return deployment
+
+
+def _template_version(deployment: dict[str, Any] | None) -> str | None:
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    return ((template.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)
+
+
+def _retraining(md: ModelDeployment) -> tuple[str, str, str] | None:
+    last = md.status.get("lastRetrain")
+    if not last or not last.get("trainingRun"):
+        return None
+    run = kube.get(API_VERSION, "TrainingRun", md.namespace, str(last["trainingRun"]))
+    return retraining_condition(last, run)
+
+
+def reconcile(md: ModelDeployment, settings: Settings, resolver: Resolver) -> Outcome:
+    """One level-based pass; the caller writes ``status`` (when changed) and posts events."""
+    resolution = resolve(md, resolver)
+    if isinstance(resolution.error, RegistryUnavailable) or resolution.target is None:
+        # Outage, or nothing ever resolved: observe only. Never roll back or delete.
+        deployment = kube.get("apps/v1", "Deployment", md.namespace, md.name)
+        version = _template_version(deployment)
+    else:
+        deployment = apply_children(md, resolution.target, settings)
+        version = resolution.target.version
+    pods = kube.list_pods(md.namespace, f"{MD_LABEL}={md.name}") if deployment else []
+    rollout = analyse(deployment, pods, version, load_errors(pods, version))
+    status = compute_status(md, resolution, rollout, _retraining(md))
+    before, after = md.status.get("resolvedVersion"), status.get("resolvedVersion")
+    promotion = (str(before), str(after)) if before and after and before != after else None
+    error = resolution.error
+    return Outcome(
+        status=status,
+        events=transition_events(md.status, status),
+        observed=f"!{error.reason}" if error else str(after),
+        registry_error=error,
+        promotion=promotion,
+    )
+
+
+def event_object(md: ModelDeployment, event: Event, now: str) -> dict[str, Any]:
+    """A core/v1 Event about ``md`` (pure; posted by the runner)."""
+    suffix = f"{time.time_ns():x}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{md.name}.{suffix}", "namespace": md.namespace},
+        "involvedObject": {
+            "apiVersion": API_VERSION, "kind": "ModelDeployment", "name": md.name,
+            "namespace": md.namespace, "uid": md.uid,
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "source": {"component": "modelyard"},
+        "reportingComponent": "modelyard",
+        "reportingInstance": "modelyard-operator",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

@@ -1,0 +1,153 @@
+"""Runs reconciles for ModelDeployments from every trigger, one at a time per object.
+
+kopf handlers, the registry watcher, Deployment/TrainingRun events, the timer and the drift
+loop all end up in ``MDRunner.run``. A per-object lock serialises them, so two triggers never
+race on the same status, and every run starts from a fresh GET of the object.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from modelyard_operator import API_VERSION, kube, metrics
+from modelyard_operator.conditions import set_condition, status_changed, utc_now
+from modelyard_operator.md_models import MD_KIND, MD_PLURAL, InvalidSpec, ModelDeployment, parse_md
+from modelyard_operator.md_reconcile import Outcome, event_object, reconcile
+from modelyard_operator.md_resolver import Resolver
+from modelyard_operator.md_status import READY, Event
+from modelyard_operator.settings import Settings
+from modelyard_operator.watcher import MDKey, RegistryWatcher
+
+logger = logging.getLogger(__name__)
+
+# A steady MD is fully re-reconciled by the timer at most this often; unsteady ones each tick.
+STEADY_RESYNC_SECONDS = 60.0
+
+
+class MDRunner:
+    def __init__(self, settings: Settings, resolver: Resolver) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.watcher: RegistryWatcher | None = None
+        self._locks: dict[MDKey, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._last_run: dict[MDKey, float] = {}
+        self._last_status: dict[MDKey, dict[str, Any]] = {}
+        self.retrain_keys: set[MDKey] = set()
+
+    def lock(self, key: MDKey) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def fetch(self, key: MDKey) -> ModelDeployment | None:
+        body = kube.get(API_VERSION, MD_KIND, key[0], key[1])
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            self.forget(key)
+            return None
+        return parse_md(body)
+
+    def forget(self, key: MDKey) -> None:
+        if self.watcher is not None:
+            self.watcher.untrack(key)
+        self.retrain_keys.discard(key)
+        self._last_run.pop(key, None)
+        self._last_status.pop(key, None)
+
+    def known(self) -> list[MDKey]:
+        """Every MD reconciled at least once and not deleted since."""
+        return sorted(self._last_run)
+
+    def run(self, key: MDKey) -> Outcome | None:
+        """Reconcile ``key`` now; raises InvalidSpec or lets API errors through."""
+        with self.lock(key):
+            return self._run_locked(key)
+
+    def run_with(self, key: MDKey, before: Callable[[ModelDeployment], bool]) -> Outcome | None:
+        """Run ``before(md)`` (e.g. a retrain check) and, if it changed something, reconcile.
+
+        One lock hold for both, so no other trigger sees the half-done state in between.
+        """
+        with self.lock(key):
+            md = self._fetch_valid(key)
+            if md is None or not before(md):
+                return None
+            return self._run_locked(key)
+
+    def _fetch_valid(self, key: MDKey) -> ModelDeployment | None:
+        try:
+            return self.fetch(key)
+        except InvalidSpec:
+            return None
+
+    def _run_locked(self, key: MDKey) -> Outcome | None:
+        started = time.perf_counter()
+        result = "error"
+        try:
+            try:
+                md = self.fetch(key)
+            except InvalidSpec as error:
+                self._mark_invalid(key, str(error))
+                result = "invalid"
+                raise
+            if md is None:
+                result = "ok"
+                return None
+            outcome = reconcile(md, self.settings, self.resolver)
+            self._publish(md, outcome)
+            result = "waiting" if outcome.registry_error else "ok"
+            return outcome
+        finally:
+            metrics.RECONCILES.labels(kind=MD_KIND, result=result).inc()
+            metrics.RECONCILE_DURATION.labels(kind=MD_KIND).observe(time.perf_counter() - started)
+
+    def _publish(self, md: ModelDeployment, outcome: Outcome) -> None:
+        if status_changed(md.status, outcome.status):
+            kube.patch_status(API_VERSION, MD_PLURAL, md.namespace, md.name, outcome.status)
+        self.post_events(md, outcome.events)
+        if outcome.promotion is not None:
+            metrics.PROMOTIONS.labels(
+                model=md.spec.model.name, from_version=outcome.promotion[0],
+                to_version=outcome.promotion[1],
+            ).inc()
+        if self.watcher is not None:
+            self.watcher.track(md.key, md.spec.model, md.spec.registry.poll_interval,
+                               outcome.observed)
+        if md.spec.retrain is not None:
+            self.retrain_keys.add(md.key)
+        else:
+            self.retrain_keys.discard(md.key)
+        self._last_run[md.key] = time.monotonic()
+        self._last_status[md.key] = outcome.status
+
+    def post_events(self, md: ModelDeployment, events: list[Event]) -> None:
+        now = utc_now()
+        for event in events:
+            try:
+                kube.create(event_object(md, event, now))
+            except Exception:  # an Event is best effort; never fail a reconcile over it
+                logger.warning("could not post event %s for %s/%s", event.reason, *md.key,
+                               exc_info=True)
+
+    def _mark_invalid(self, key: MDKey, message: str) -> None:
+        body = kube.get(API_VERSION, MD_KIND, key[0], key[1]) or {}
+        status: dict[str, Any] = dict(body.get("status") or {})
+        generation = (body.get("metadata") or {}).get("generation")
+        conditions = set_condition(status.get("conditions"), READY, "False", "InvalidSpec",
+                                   message, generation)
+        new = {"observedGeneration": generation, "conditions": conditions}
+        if status_changed(status, new):
+            kube.patch_status(API_VERSION, MD_PLURAL, key[0], key[1], new)
+
+    def due_for_resync(self, key: MDKey) -> bool:
+        """Resync gate: every tick while unsteady, else once per STEADY_RESYNC_SECONDS."""
+        status = self._last_status.get(key) or {}
+        steady = all(
+            any(c.get("type") == t and c.get("status") == s for c in status.get("conditions") or [])
+            for t, s in (("Ready", "True"), ("Progressing", "False"), ("Degraded", "False"))
+        )
+        last = self._last_run.get(key)
+        return not steady or last is None or time.monotonic() - last >= STEADY_RESYNC_SECONDS

@@ -1,0 +1,78 @@
+"""Operator Prometheus metrics, shared by every controller (served on settings.metrics_port)."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+logger = logging.getLogger(__name__)
+
+# A private registry: /metrics shows exactly the operator's series (plus process stats),
+# whatever imported libraries register on the global default registry.
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+RECONCILES = Counter(
+    "modelyard_operator_reconciles_total",
+    "Reconcile passes by resource kind and result (ok, waiting, error, invalid).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "modelyard_operator_reconcile_duration_seconds",
+    "Wall time of one reconcile pass.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+PROMOTIONS = Counter(
+    "modelyard_operator_promotions_total",
+    "Serving rollouts to a new model version, by model and version transition.",
+    ["model", "from_version", "to_version"],
+    registry=REGISTRY,
+)
+REGISTRY_POLL_DURATION = Histogram(
+    "modelyard_operator_registry_poll_duration_seconds",
+    "Wall time of one MLflow registry poll over all watched models.",
+    registry=REGISTRY,
+)
+REGISTRY_ERRORS = Counter(
+    "modelyard_operator_registry_errors_total",
+    "Failed MLflow registry requests.",
+    registry=REGISTRY,
+)
+WEBHOOK_EVENTS = Counter(
+    "modelyard_operator_webhook_events_total",
+    "MLflow webhook deliveries by event type and signature verification result.",
+    ["event", "verified"],
+    registry=REGISTRY,
+)
+RETRAINS = Counter(
+    "modelyard_operator_retrains_total",
+    "TrainingRuns created by drift-triggered retraining, per ModelDeployment.",
+    ["modeldeployment"],
+    registry=REGISTRY,
+)
+# A counter of terminal transitions (not a gauge of current phases): it survives runs being
+# deleted and operator restarts aggregate cleanly with rate()/increase().
+TRAININGRUNS = Counter(
+    "modelyard_operator_trainingruns_total",
+    "TrainingRun phase transitions observed by the operator (Running, Succeeded, Failed).",
+    ["phase"],
+    registry=REGISTRY,
+)
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` for REGISTRY on ``port`` in a daemon thread."""
+    start_http_server(port, addr=addr, registry=REGISTRY)
+    logger.info("metrics server listening on %s:%d", addr, port)

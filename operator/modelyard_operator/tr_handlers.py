@@ -1,0 +1,72 @@
+"""kopf wiring for TrainingRun: every trigger funnels into the same level-based sync_run."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from modelyard_operator import GROUP, VERSION
+from modelyard_operator.settings import load_settings
+from modelyard_operator.tr_models import PLURAL, RUN_LABEL, TERMINAL_PHASES, InvalidSpecError
+from modelyard_operator.tr_reconcile import JobConflictError, sync_run
+
+logger = logging.getLogger(__name__)
+
+# While a run is unfinished it is re-read this often; the Job watch below normally reacts
+# first, so this only bounds the delay if a watch event is missed.
+POLL_SECONDS = 5.0
+RETRY_SECONDS = 5.0
+OUR_JOBS: dict[str, Any] = {RUN_LABEL: kopf.PRESENT, "app.kubernetes.io/managed-by": "modelyard"}
+
+
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+def _sync(namespace: str | None, name: str) -> None:
+    if not namespace:  # both TrainingRun and Job are namespaced; kopf types it optional
+        raise kopf.PermanentError("object without a namespace")
+    try:
+        outcome = sync_run(namespace, name, load_settings())
+    except InvalidSpecError as error:
+        raise kopf.PermanentError(str(error)) from error
+    except (ApiException, HTTPError) as error:
+        raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_SECONDS) from error
+    except JobConflictError as error:
+        raise kopf.TemporaryError(str(error), delay=RETRY_SECONDS) from error
+    if outcome is None:
+        return
+    for type_, reason, message in outcome.events:
+        kopf.event(cast(kopf.Body, outcome.body), type=type_, reason=reason, message=message)
+
+
+@kopf.on.startup()
+def watch_only_training_jobs(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Server-side filter: on a busy cluster the operator would otherwise stream every Job.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = RUN_LABEL
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def reconcile_trainingrun(namespace: str | None, name: str, **_: Any) -> None:
+    _sync(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=POLL_SECONDS, when=_unfinished)
+def poll_trainingrun(namespace: str | None, name: str, **_: Any) -> None:
+    _sync(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OUR_JOBS)
+def training_job_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """Job progress wakes its run at once instead of at the next poll."""
+    try:
+        _sync(namespace, labels[RUN_LABEL])
+    except (kopf.PermanentError, kopf.TemporaryError) as error:
+        # Event handlers are not retried; the run's own handlers and timer will be.
+        logger.debug("job event for %s/%s not synced: %s", namespace, labels[RUN_LABEL], error)

@@ -1,0 +1,240 @@
+"""Golden-dict tests for the TrainingRun Job builder (pure, no cluster)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from modelyard_operator.settings import Settings
+from modelyard_operator.tr_builders import build_job, job_name
+from modelyard_operator.tr_models import InvalidSpecError, TrainingRun, parse_run
+
+UID = "0b6f7f3e-1111-2222-3333-444455556666"
+SETTINGS = Settings(
+    mlflow_tracking_uri="http://127.0.0.1:5000",
+    pod_mlflow_tracking_uri="http://10.88.0.1:5000",
+    training_image="modelyard-training:0.1.0",
+)
+LABELS = {
+    "app.kubernetes.io/managed-by": "modelyard",
+    "app.kubernetes.io/part-of": "modelyard",
+    "modelyard.io/trainingrun": "iris-1",
+}
+SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+FAILURE_POLICY = {
+    "rules": [
+        {"action": "FailJob",
+         "onExitCodes": {"containerName": "train", "operator": "In", "values": [2, 3]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]
+}
+BASIC_SPEC: dict[str, Any] = {
+    "model": {"name": "iris"},
+    "estimator": {"type": "logistic_regression", "hyperparameters": {"max_iter": 500}},
+    "dataset": {"builtin": "iris", "testSize": 0.2, "seed": 42},
+    "backoffLimit": 2,
+}
+
+
+def make_run(spec: dict[str, Any], name: str = "iris-1") -> TrainingRun:
+    return parse_run({
+        "apiVersion": "modelyard.io/v1alpha1", "kind": "TrainingRun",
+        "metadata": {"name": name, "namespace": "ml", "uid": UID, "generation": 1},
+        "spec": spec,
+    })
+
+
+def config_env(mode: str, spec: dict[str, Any]) -> dict[str, str]:
+    config = {"mode": mode, "run": {"namespace": "ml", "name": "iris-1", "uid": UID}, "spec": spec}
+    return {"name": "MODELYARD_TRAINING_CONFIG",
+            "value": json.dumps(config, sort_keys=True, separators=(",", ":"))}
+
+
+def container(mode: str, spec: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": "train",
+        "image": "modelyard-training:0.1.0",
+        "imagePullPolicy": "IfNotPresent",
+        "env": [config_env(mode, spec), {"name": "MLFLOW_TRACKING_URI", "value": "http://10.88.0.1:5000"}],
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": SECURITY,
+        **overrides,
+    }
+
+
+def job(name: str, mode: str, pod_spec_extra: dict[str, Any], container_: dict[str, Any],
+        **spec_extra: Any) -> dict[str, Any]:
+    labels = {**LABELS, "modelyard.io/training-mode": mode}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "ml", "labels": labels},
+        "spec": {
+            "backoffLimit": 2,
+            "podFailurePolicy": FAILURE_POLICY,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "containers": [container_],
+                    **pod_spec_extra,
+                },
+            },
+            **spec_extra,
+        },
+    }
+
+
+def test_basic_job_golden() -> None:
+    expected = job("iris-1-train", "single", {}, container("single", BASIC_SPEC))
+    assert build_job(make_run(BASIC_SPEC), SETTINGS) == expected
+
+
+SWEEP_SPEC: dict[str, Any] = {
+    **BASIC_SPEC,
+    "estimator": {"type": "random_forest_classifier"},
+    "sweep": {
+        "trials": 4, "parallelism": 2, "strategy": "grid",
+        "space": {"n_estimators": {"values": [10, 50]}, "max_depth": {"values": [2, None]}},
+        "objective": {"metric": "f1_macro", "direction": "maximize"},
+    },
+    "ttlSecondsAfterFinished": 600,
+    "activeDeadlineSeconds": 1800,
+}
+
+
+def test_sweep_is_one_indexed_job_without_ttl() -> None:
+    expected = job(
+        "iris-1-sweep", "trial", {}, container("trial", SWEEP_SPEC),
+        completionMode="Indexed", completions=4, parallelism=2, activeDeadlineSeconds=1800,
+    )
+    assert build_job(make_run(SWEEP_SPEC), SETTINGS) == expected
+
+
+def test_select_job_runs_once_with_ttl() -> None:
+    expected = job(
+        "iris-1-select", "select", {}, container("select", SWEEP_SPEC),
+        activeDeadlineSeconds=1800, ttlSecondsAfterFinished=600,
+    )
+    assert build_job(make_run(SWEEP_SPEC), SETTINGS, "select") == expected
+
+
+def test_sweep_parallelism_never_exceeds_trials() -> None:
+    spec = {**SWEEP_SPEC, "sweep": {**SWEEP_SPEC["sweep"], "trials": 1, "parallelism": 8}}
+    assert build_job(make_run(spec), SETTINGS)["spec"]["parallelism"] == 1
+
+
+GPU_SPEC: dict[str, Any] = {
+    **BASIC_SPEC,
+    "resources": {"cpu": "2", "memory": "4Gi", "gpu": 2},
+    "nodeSelector": {"pool": "a100"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+}
+
+
+def test_gpu_job_golden() -> None:
+    resources = {"requests": {"cpu": "2", "memory": "4Gi"},
+                 "limits": {"memory": "4Gi", "nvidia.com/gpu": 2}}
+    placement = {
+        "nodeSelector": {"nvidia.com/gpu.present": "true", "pool": "a100"},
+        "tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        ],
+    }
+    expected = job("iris-1-train", "single", placement,
+                   container("single", GPU_SPEC, resources=resources))
+    assert build_job(make_run(GPU_SPEC), SETTINGS) == expected
+
+
+def test_gpu_user_selector_wins_and_toleration_not_duplicated() -> None:
+    gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spec = {**BASIC_SPEC, "resources": {"gpu": 1},
+            "nodeSelector": {"nvidia.com/gpu.present": "yes"}, "tolerations": [gpu_toleration]}
+    pod = build_job(make_run(spec), SETTINGS)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "yes"}
+    assert pod["tolerations"] == [gpu_toleration]
+
+
+def test_no_gpu_means_no_gpu_placement() -> None:
+    pod = build_job(make_run({**BASIC_SPEC, "resources": {"gpu": 0}}), SETTINGS)["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+
+
+CSV_SPEC: dict[str, Any] = {
+    **BASIC_SPEC,
+    "dataset": {"uri": "/data/houses.csv", "format": "csv", "target": "price",
+                "features": ["rooms", "area"], "testSize": 0.25, "seed": 7},
+    "estimator": {"type": "ridge", "hyperparameters": {"alpha": 0.5}},
+    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}],
+    "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
+    "env": [{"name": "OMP_NUM_THREADS", "value": "1"},
+            {"name": "MLFLOW_TRACKING_URI", "value": "http://elsewhere:5000"}],
+    "image": "registry.example.com/custom-training:1.2",
+}
+
+
+def test_csv_job_with_volumes_golden() -> None:
+    ours = container("single", CSV_SPEC)
+    expected = job(
+        "iris-1-train", "single",
+        {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}]},
+        {
+            **ours,
+            "image": "registry.example.com/custom-training:1.2",
+            # user env first; the operator's own variables win over user duplicates
+            "env": [{"name": "OMP_NUM_THREADS", "value": "1"}, *ours["env"]],
+            "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
+        },
+    )
+    assert build_job(make_run(CSV_SPEC), SETTINGS) == expected
+
+
+def test_credentials_come_from_secret_never_literals() -> None:
+    settings = SETTINGS.model_copy(update={"mlflow_credentials_secret": "mlflow-creds"})
+    c = build_job(make_run(BASIC_SPEC), settings)["spec"]["template"]["spec"]["containers"][0]
+    assert c["envFrom"] == [{"secretRef": {"name": "mlflow-creds", "optional": True}}]
+    assert not any("PASSWORD" in e["name"] or "TOKEN" in e["name"] for e in c["env"])
+
+
+def test_pod_uri_falls_back_to_operator_uri() -> None:
+    settings = Settings(mlflow_tracking_uri="http://mlflow.ml:5000")
+    env = build_job(make_run(BASIC_SPEC), settings)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml:5000"} in env
+
+
+def test_config_carries_the_raw_camel_case_spec() -> None:
+    env = build_job(make_run(SWEEP_SPEC), SETTINGS)["spec"]["template"]["spec"]["containers"][0]["env"]
+    config = json.loads(env[0]["value"])
+    assert config == {"mode": "trial", "run": {"namespace": "ml", "name": "iris-1", "uid": UID},
+                      "spec": SWEEP_SPEC}
+
+
+def test_job_names_are_deterministic() -> None:
+    run = make_run(SWEEP_SPEC)
+    assert [job_name(run, m) for m in ("single", "trial", "select")] == [
+        "iris-1-train", "iris-1-sweep", "iris-1-select"]
+    assert build_job(run, SETTINGS) == build_job(make_run(SWEEP_SPEC), SETTINGS)
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({**BASIC_SPEC, "estimator": {"type": "xgboost"}}, "spec.estimator"),
+    ({**BASIC_SPEC, "dataset": {"builtin": "iris", "uri": "http://x/y.csv"}}, "spec.dataset"),
+    ({**BASIC_SPEC, "dataset": {"uri": "http://x/y.csv"}}, "spec.dataset"),
+    ({**BASIC_SPEC, "resources": {"gpu": -1}}, "spec.resources.gpu"),
+    ({**BASIC_SPEC, "sweep": {"trials": 0, "space": {}}}, "spec.sweep.trials"),
+    ({k: v for k, v in BASIC_SPEC.items() if k != "model"}, "spec.model"),
+])
+def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpecError, match=field.replace(".", r"\.")):
+        make_run(spec)

@@ -1,0 +1,73 @@
+"""The TrainingRun CRD documents every field, and the examples parse as runnable specs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from modelyard_operator.tr_models import CLASSIFIERS, REGRESSORS, parse_run
+
+REPO = Path(__file__).resolve().parents[3]
+CRD = yaml.safe_load((REPO / "crds" / "trainingruns.yaml").read_text())
+SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+EXAMPLES = sorted((REPO / "k8s" / "examples").glob("trainingrun-*.yaml"))
+
+
+def walk(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, child in (schema.get("properties") or {}).items():
+        yield from walk(child, f"{path}.{name}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from walk(schema["additionalProperties"], f"{path}[*]")
+    if isinstance(schema.get("items"), dict):
+        yield from walk(schema["items"], f"{path}[]")
+
+
+def test_every_spec_and_status_field_is_described() -> None:
+    missing = [
+        path for root in ("spec", "status")
+        for path, node in walk(SCHEMA["properties"][root], root)
+        if "description" not in node and not path.endswith("[]") and not path.endswith("[*]")
+    ]
+    assert missing == []
+
+
+def test_names_and_subresources() -> None:
+    names = CRD["spec"]["names"]
+    assert (names["shortNames"], names["categories"]) == (["tr"], ["modelyard"])
+    version = CRD["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
+    assert columns == ["Phase", "Model", "Version", "Metric", "Promoted", "Age"]
+
+
+def test_estimator_enum_matches_the_operator() -> None:
+    enum = SCHEMA["properties"]["spec"]["properties"]["estimator"]["properties"]["type"]["enum"]
+    assert set(enum) == CLASSIFIERS | REGRESSORS
+
+
+def test_spec_is_immutable_by_cel() -> None:
+    rules = SCHEMA["properties"]["spec"]["x-kubernetes-validations"]
+    assert {"rule": "self == oldSelf",
+            "message": "spec is immutable: create a new TrainingRun instead"} in rules
+
+
+def test_every_cel_rule_has_a_message() -> None:
+    for path, node in walk(SCHEMA, "root"):
+        for rule in node.get("x-kubernetes-validations") or []:
+            assert rule.get("message"), f"{path}: {rule['rule']}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_valid_runs(path: Path) -> None:
+    runs = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "TrainingRun"]
+    assert len(runs) == 1
+    body = {**runs[0], "metadata": {**runs[0]["metadata"], "namespace": "default", "uid": "u"}}
+    parse_run(body)
+
+
+def test_all_five_examples_exist() -> None:
+    assert [p.stem.removeprefix("trainingrun-") for p in EXAMPLES] == ["basic", "csv", "gpu", "promotion", "sweep"]
