@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from kubernetes import client
+from mlflow.exceptions import MlflowException
 
 from .kubeutil import wait_for
 
@@ -44,8 +45,11 @@ def md_manifest(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]
 
 
 def kubectl_apply(cluster: Any, namespace: str, manifest: dict[str, Any], check: bool = True) -> Any:
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest),
-                           check=check)
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest),
+                             check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl apply failed: {result.stderr}")
+    return result
 
 
 def get_md(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -192,14 +196,27 @@ def wait_deployment_version(cluster: Any, namespace: str, name: str, version: st
     return time.monotonic() - started
 
 
+def operator_metrics(operator: Any) -> str:
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+        return str(response.read().decode())
+
+
 @pytest.fixture
 def mlflow_webhook(cluster: Any, operator: Any) -> Iterator[str]:
     """Register the operator's receiver in MLflow for one test, then remove it."""
     mc = mlflow_client(cluster)
-    hook = mc.create_webhook(
-        name=unique("modelyard-test"), url=operator.webhook_url, secret=operator.webhook_secret,
-        events=["model_version.created", "model_version_alias.created",
-                "model_version_alias.deleted"])
+    try:
+        hook = mc.create_webhook(
+            name=unique("modelyard-test"), url=operator.webhook_url,
+            secret=operator.webhook_secret,
+            events=["model_version.created", "model_version_alias.created",
+                    "model_version_alias.deleted"])
+    except MlflowException as error:
+        raise AssertionError(
+            "MLflow refused the operator's webhook. The test MLflow server must run with "
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https, MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true "
+            f"(plain-http receiver on the pod bridge) and MLFLOW_WEBHOOK_CACHE_TTL=1: {error}"
+        ) from error
     yield str(hook.webhook_id)
     mc.delete_webhook(hook.webhook_id)
 
@@ -247,9 +264,8 @@ def test_alias_follow_with_webhook(cluster: Any, namespace: str, operator: Any,
     mc = mlflow_client(cluster)
     mc.set_registered_model_alias(model, "champion", v1)
     kubectl_apply(cluster, namespace, md_manifest(name, {"name": model, "alias": "champion"}))
-    cluster.kubectl("wait", "--for=condition=Ready", f"md/{name}", "-n", namespace,
-                    f"--timeout={READY_TIMEOUT}s")
     md = wait_serving(cluster, namespace, name, v1)
+    cluster.kubectl("wait", "--for=condition=Ready", f"md/{name}", "-n", namespace, "--timeout=60s")
     assert served_versions(cluster, namespace, name) == {v1}
     st = md["status"]
     assert st["url"] == f"http://{name}.{namespace}.svc.cluster.local:80"
@@ -269,6 +285,11 @@ def test_alias_follow_with_webhook(cluster: Any, namespace: str, operator: Any,
     assert {"Promoted"} <= event_reasons(cluster, namespace, name)
     table = cluster.kubectl("get", "md", name, "-n", namespace).stdout
     assert "alias=champion" in table and model in table and "1/1" in table
+    scraped = operator_metrics(operator)
+    assert f'modelyard_operator_promotions_total{{from_version="{v1}",model="{model}",to_version="{v2}"}}' in scraped
+    assert 'modelyard_operator_webhook_events_total{event="model_version_alias.created",verified="true"}' in scraped
+    assert 'modelyard_operator_reconciles_total{kind="ModelDeployment",result="ok"}' in scraped
+    assert "modelyard_operator_registry_poll_duration_seconds_count" in scraped
 
 
 def test_stage_follow(cluster: Any, namespace: str, operator: Any) -> None:
@@ -284,8 +305,7 @@ def test_stage_follow(cluster: Any, namespace: str, operator: Any) -> None:
     assert served_versions(cluster, namespace, name) == {v2}
 
 
-def test_pinned_version_never_moves(cluster: Any, namespace: str, operator: Any,
-                                    mlflow_webhook: str) -> None:
+def test_pinned_version_never_moves(cluster: Any, namespace: str, operator: Any) -> None:
     model, name = unique("iris"), "iris-pinned"
     v1, v2 = log_iris_version(cluster, model), log_iris_version(cluster, model)
     mc = mlflow_client(cluster)
@@ -294,7 +314,7 @@ def test_pinned_version_never_moves(cluster: Any, namespace: str, operator: Any,
     generation = deployment(cluster, namespace, name).metadata.generation
     mc.set_registered_model_alias(model, "champion", v2)
     mc.transition_model_version_stage(model, v2, "Production")
-    time.sleep(3 * 3)  # three poll intervals, plus the webhook events above
+    time.sleep(3 * 3)  # three poll intervals
     assert deployment_version(cluster, namespace, name) == v1
     assert deployment(cluster, namespace, name).metadata.generation == generation
     assert get_md(cluster, namespace, name)["status"]["resolvedVersion"] == v1

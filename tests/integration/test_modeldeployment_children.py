@@ -177,6 +177,13 @@ def test_defaults_and_explain(cluster: Any, namespace: str, crds: Any) -> None:
     assert "RolloutStalled" in cluster.kubectl("explain", "md.status.conditions").stdout
 
 
+def test_examples_are_accepted_by_the_api_server(cluster: Any, namespace: str, crds: Any) -> None:
+    for path in sorted((REPO / "k8s" / "examples").glob("modeldeployment-*.yaml")):
+        result = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path),
+                                 check=False)
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+
+
 def test_deleting_the_md_removes_its_children(cluster: Any, namespace: str, operator: Any) -> None:
     model, name = _alias_model(cluster), "iris-gc"
     kubectl_apply(cluster, namespace, md_manifest(name, {"name": model, "alias": "champion"},

@@ -21,6 +21,7 @@ from .test_modeldeployment import (
     log_iris_version,
     md_manifest,
     mlflow_client,
+    operator_metrics,
     predict,
     ready_endpoints,
     unique,
@@ -90,6 +91,9 @@ def test_drift_triggers_one_retrain_that_rolls_the_deployment(
     md = wait_condition(cluster, namespace, name, "Retraining", "True", timeout=30)
     last = md["status"]["lastRetrain"]
     assert last["trainingRun"] == f"{name}-retrain-1" and last["score"] >= 0.5
+
+    scraped = operator_metrics(operator)
+    assert f'modelyard_operator_retrains_total{{modeldeployment="{namespace}/{name}"}} 1.0' in scraped
 
     # Operator restart mid-loop, while drift is still high: no duplicate run.
     operator.restart()
