@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)/k8s/local
 HELM = $(shell $(BIN)/python -c 'from localcluster import binaries; print(binaries.ensure_helm())' 2>/dev/null | tail -1)
 COMPONENTS := operator serving training-image
 
-.PHONY: help dev binaries test test-unit test-integration lint typecheck cluster-up cluster-down \
+.PHONY: help dev binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
         bench bench-serving images kind-up kind-down kind-load deploy demo clean
 
 help: ## list targets
@@ -44,7 +44,7 @@ lint: ## ruff
 
 typecheck: ## mypy
 	$(BIN)/mypy operator/modelyard_operator serving/modelyard_serving training-image/modelyard_training \
-		k8s/local/localcluster
+		k8s/local/localcluster k8s/local/prometheus_crds.py
 
 cluster-up: binaries ## start the local control plane, local node and MLflow
 	$(BIN)/python -m localcluster up
@@ -72,9 +72,28 @@ kind-down:
 kind-load: images ## load the images into the kind cluster
 	for c in operator serving training; do kind load docker-image --name $(KIND_CLUSTER) modelyard-$$c:$(TAG); done
 
-deploy: ## helm upgrade --install the chart into the current kube context
+MONITORING ?= false
+deploy: ## helm upgrade --install the chart into the current kube context (MONITORING=true with kube-prometheus-stack)
 	$(HELM) upgrade --install $(RELEASE) ./helm/modelyard --namespace $(NAMESPACE) --create-namespace \
-		--set mlflow.enabled=true --wait --timeout 5m
+		--set monitoring.serviceMonitor.enabled=$(MONITORING) --set monitoring.prometheusRule.enabled=$(MONITORING) \
+		--set monitoring.dashboards.enabled=$(MONITORING) --wait --timeout 5m
+
+monitoring-up: ## install kube-prometheus-stack configured to pick up modelyard's monitors and dashboards
+	$(HELM) repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update
+	$(HELM) upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
+		--namespace monitoring --create-namespace -f k8s/monitoring/kube-prometheus-stack-values.yaml --wait
+
+chart-crds: ## copy crds/ into the chart (a test enforces byte equality)
+	cp crds/*.yaml helm/modelyard/crds/
+
+lock: ## re-resolve the hash-pinned requirements.lock of each image
+	@test -x /tmp/modelyard-lock/bin/uv || { $(PYTHON) -m venv /tmp/modelyard-lock && /tmp/modelyard-lock/bin/pip install --quiet uv; }
+	for c in operator serving; do \
+		/tmp/modelyard-lock/bin/uv pip compile $$c/pyproject.toml --universal --python-version 3.11 \
+			--generate-hashes --custom-compile-command "make lock" --quiet -o $$c/requirements.lock; done
+	/tmp/modelyard-lock/bin/uv pip compile training-image/pyproject.toml -c tests/constraints.txt --generate-hashes \
+		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \
+		-o training-image/requirements.lock
 
 demo: ## train, register, deploy, predict, promote, roll (CLUSTER=local|kind|aks)
 	$(BIN)/python -m localcluster.demo --cluster $(CLUSTER)

@@ -112,13 +112,23 @@ def _version_ldflags() -> str:
     return " ".join(flags)
 
 
+def _helm_ldflags() -> str:
+    """Helm's own version, and the Kubernetes version it assumes when no cluster is asked."""
+    major, minor, _ = K8S_VERSION.split(".")
+    flags = [f"-X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}"]
+    for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        flags += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
+
+
 def _go_build(module_dir: Path, packages: dict[str, str], out_dir: Path) -> None:
     """One `go build` for all missing packages, so shared dependencies compile once."""
     if not shutil.which("go"):
         raise RuntimeError("Go toolchain not found: install Go >= 1.25 to build the binaries")
     tmp = out_dir / ".build"
     tmp.mkdir(parents=True, exist_ok=True)
-    cmd = ["go", "build", "-trimpath", f"-ldflags=-s -w {_version_ldflags()}", "-o", str(tmp) + "/",
+    stamp = _helm_ldflags() if HELM_PACKAGE in packages.values() else _version_ldflags()
+    cmd = ["go", "build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(tmp) + "/",
            *packages.values()]
     _log(f"go build {' '.join(packages)} (cold builds take several minutes) ...")
     env = {**os.environ, "CGO_ENABLED": "0"}

@@ -1,0 +1,66 @@
+"""Static checks of the operator and serving images: Dockerfile shape and the dependency lock.
+
+Docker is not needed: the Dockerfiles are read as text, the locks are compared with each
+component's pyproject.toml. tests/integration/test_chart_images.py installs the locks for real.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+from chartlib import REPO
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+COMPONENTS = {"operator": "modelyard_operator", "serving": "modelyard_serving"}
+
+
+def lock_pins(component: str) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a component's requirements.lock."""
+    text = (REPO / component / "requirements.lock").read_text()
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        match = re.match(r"([A-Za-z0-9._-]+)==([^\s;\\]+)", block)
+        if match:
+            pins[canonicalize_name(match.group(1))] = (match.group(2), re.findall(r"--hash=sha256:[0-9a-f]{64}", block))
+    return pins
+
+
+@pytest.mark.parametrize(("component", "package"), sorted(COMPONENTS.items()))
+def test_dockerfile_shape(component: str, package: str) -> None:
+    text = (REPO / component / "Dockerfile").read_text()
+    instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert instructions[0] == "ARG PYTHON_IMAGE=python:3.11-slim", "the base must be selectable, slim by default"
+    froms = [line for line in instructions if line.startswith("FROM ")]
+    assert froms == ["FROM ${PYTHON_IMAGE} AS build", "FROM ${PYTHON_IMAGE}"], "multi-stage on the same base"
+    assert "COPY --from=build /opt/venv /opt/venv" in instructions
+    runtime = instructions[instructions.index("FROM ${PYTHON_IMAGE}") :]
+    assert not any(line.startswith("RUN pip") for line in runtime), "nothing is installed in the runtime stage"
+    assert "USER 10001:10001" in runtime, "non-root, same uid as the chart's runAsUser"
+    assert runtime[-1] == f'ENTRYPOINT ["python", "-m", "{package}"]'
+    install = next(line for line in instructions if "pip install" in line)
+    assert "--require-hashes" in install and "--no-deps" in install and "requirements.lock" in install
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+def test_lock_pins_every_dependency_with_hashes(component: str) -> None:
+    pins = lock_pins(component)
+    assert pins
+    for name, (version, hashes) in pins.items():
+        assert hashes, f"{component}/requirements.lock: {name}=={version} has no hash"
+    project = tomllib.loads((REPO / component / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        req = Requirement(spec)
+        if req.marker is not None and not req.marker.evaluate({"sys_platform": "linux", "python_version": "3.11"}):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{component}: {req.name} is not in requirements.lock; run `make lock`"
+        assert req.specifier.contains(pins[name][0], prereleases=True), (
+            f"{component}: lock pins {req.name}=={pins[name][0]}, pyproject wants {req.specifier}; run `make lock`"
+        )
+
+
+def test_serving_image_does_not_carry_the_operator_framework() -> None:
+    assert "kopf" not in lock_pins("serving")
