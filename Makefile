@@ -9,7 +9,7 @@ KIND_CLUSTER ?= modelyard
 RELEASE ?= modelyard
 NAMESPACE ?= modelyard-system
 export PYTHONPATH := $(CURDIR)/k8s/local
-HELM = $(shell $(BIN)/python -c 'from localcluster import binaries; print(binaries.ensure_helm())' 2>/dev/null | tail -1)
+HELM = $(shell PYTHONPATH=$(CURDIR)/k8s/local $(BIN)/python -c 'from localcluster import binaries; print(binaries.ensure_helm())' 2>/dev/null | tail -1)
 COMPONENTS := operator serving training-image
 
 .PHONY: help dev binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \

@@ -7,6 +7,7 @@ import logging
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -68,6 +69,14 @@ TRAININGRUNS = Counter(
     "modelyard_operator_trainingruns_total",
     "TrainingRun phase transitions observed by the operator (Running, Succeeded, Failed).",
     ["phase"],
+    registry=REGISTRY,
+)
+
+# The outcome of each succeeded run, so dashboards can chart model quality across versions.
+TRAININGRUN_METRIC = Gauge(
+    "modelyard_operator_trainingrun_metric",
+    "Metrics of a succeeded TrainingRun's registered model (from its termination message).",
+    ["namespace", "trainingrun", "model", "version", "metric"],
     registry=REGISTRY,
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelyard_operator import API_VERSION, kube
 from modelyard_operator.conditions import set_condition, status_changed, utc_now
-from modelyard_operator.metrics import RECONCILE_DURATION, RECONCILES, TRAININGRUNS
+from modelyard_operator.metrics import RECONCILE_DURATION, RECONCILES, TRAININGRUN_METRIC, TRAININGRUNS
 from modelyard_operator.settings import Settings
 from modelyard_operator.tr_builders import build_job, job_name, primary_mode
 from modelyard_operator.tr_models import (
@@ -149,6 +149,17 @@ def _write_status(run_body: dict[str, Any], old: dict[str, Any], new: dict[str, 
         kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], new)
         if old.get("phase") != new.get("phase") and new.get("phase"):
             TRAININGRUNS.labels(phase=new["phase"]).inc()
+    if new.get("phase") == "Succeeded":
+        _export_metrics(run_body, new)
+
+
+def _export_metrics(run_body: dict[str, Any], status: dict[str, Any]) -> None:
+    meta = run_body["metadata"]
+    model = ((run_body.get("spec") or {}).get("model") or {}).get("name", "")
+    for metric, value in (status.get("metrics") or {}).items():
+        if isinstance(value, int | float):
+            TRAININGRUN_METRIC.labels(meta["namespace"], meta["name"], model,
+                                      str(status.get("modelVersion") or ""), metric).set(value)
 
 
 def sync_run(namespace: str, name: str, settings: Settings) -> Outcome | None:
