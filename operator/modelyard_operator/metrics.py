@@ -80,6 +80,28 @@ TRAININGRUN_METRIC = Gauge(
     registry=REGISTRY,
 )
 
+# kube-state-metrics does not see custom resources' conditions; the operator exports them.
+# One series per current condition (value 1); stale series are removed on change.
+MD_CONDITION = Gauge(
+    "modelyard_operator_modeldeployment_condition",
+    "Current conditions of each ModelDeployment (1 per type/status/reason).",
+    ["namespace", "name", "type", "status", "reason"],
+    registry=REGISTRY,
+)
+_md_condition_labels: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+
+
+def export_md_conditions(namespace: str, name: str, conditions: list[dict[str, object]]) -> None:
+    """Replace the condition series of one ModelDeployment (empty list: it was deleted)."""
+    for labels in _md_condition_labels.pop((namespace, name), []):
+        MD_CONDITION.remove(*labels)
+    current = [(namespace, name, str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason", "")))
+               for c in conditions]
+    for labels in current:
+        MD_CONDITION.labels(*labels).set(1)
+    if current:
+        _md_condition_labels[(namespace, name)] = current
+
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
     """Serve ``/metrics`` for REGISTRY on ``port`` in a daemon thread."""

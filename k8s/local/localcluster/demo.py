@@ -60,6 +60,8 @@ def start_operator(info: cluster.ClusterInfo) -> None:
         "MODELYARD_WEBHOOK_URL": f"http://{info.host_ip}:18081/webhooks/mlflow",
         "MODELYARD_WEBHOOK_PORT": "18081", "MODELYARD_METRICS_PORT": "19090", "MODELYARD_HEALTH_PORT": "18080",
         "MODELYARD_POLL_INTERVAL": "10",
+        # Only the demo namespace: tests on the same cluster run their own operators.
+        "MODELYARD_NAMESPACES": NS,
     }
     procs.start("operator", [sys.executable, "-m", "modelyard_operator"], info.state, env=env)
     deadline = time.monotonic() + 60
@@ -89,11 +91,19 @@ def train(kubectl: Kubectl, path: str, name: str, **overrides: Any) -> str:
     return kubectl("get", f"trainingrun/{name}", "-n", NS, "-o", "jsonpath={.status.modelVersion}")
 
 
-def predict(kubectl: Kubectl, target: str) -> dict[str, Any]:
+def ready_pod_ip(kubectl: Kubectl, version: str) -> str:
+    pods = json.loads(kubectl("get", "pods", "-n", NS, "-l", "modelyard.io/modeldeployment=iris", "-o", "json"))
+    for pod in pods["items"]:
+        labels = pod["metadata"].get("labels", {})
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+        if ready and labels.get("modelyard.io/model-version") == version:
+            return str(pod["status"]["podIP"])
+    raise SystemExit(f"no ready pod serves version {version}")
+
+
+def predict(kubectl: Kubectl, target: str, version: str) -> dict[str, Any]:
     if target == "local":
-        ip = kubectl("get", "pods", "-n", NS, "-l", "modelyard.io/modeldeployment=iris",
-                     "--field-selector=status.phase=Running", "-o", "jsonpath={.items[0].status.podIP}")
-        url = f"http://{ip}:8080/predict"
+        url = f"http://{ready_pod_ip(kubectl, version)}:8080/predict"
     else:
         url = "http://127.0.0.1:18080/predict"
     body = json.dumps({"instances": ROW}).encode()
@@ -139,7 +149,7 @@ def main() -> None:
         time.sleep(3)
     try:
         say("3. Predict")
-        predict(kubectl, args.cluster)
+        predict(kubectl, args.cluster, v1)
         say("4. Train a random forest; it clears the bar and takes @champion")
         v2 = train(kubectl, "k8s/examples/trainingrun-promotion.yaml", "iris-rf")
         say(f"5. The registry moved: ModelDeployment rolls from version {v1} to {v2}")
@@ -150,11 +160,12 @@ def main() -> None:
             if status.get("resolvedVersion") == v2 and ready and status.get("updatedReplicas") == 1:
                 break
             time.sleep(1)
+        kubectl("rollout", "status", "deployment/iris", "-n", NS, "--timeout=180s", show=True)
         kubectl("get", "modeldeployments", "-n", NS, show=True)
         kubectl("rollout", "history", "deployment/iris", "-n", NS, show=True)
         kubectl("get", "events", "-n", NS, "--field-selector=involvedObject.kind=ModelDeployment", show=True)
         say("6. Predict again: the new version answers")
-        result = predict(kubectl, args.cluster)
+        result = predict(kubectl, args.cluster, v2)
         if str(result.get("model_version", result.get("modelVersion"))) != str(v2):
             raise SystemExit(f"expected version {v2} to serve, got {result}")
         say("Done. The MLflow UI shows both runs, their metrics and plots, and the alias history.")
