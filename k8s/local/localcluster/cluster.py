@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[3]
 ETCD_PORT = int(os.environ.get("MODELYARD_ETCD_PORT", "2379"))
 API_PORT = int(os.environ.get("MODELYARD_API_PORT", "6443"))
 MLFLOW_PORT = int(os.environ.get("MODELYARD_MLFLOW_PORT", "5000"))
+CM_PORT = int(os.environ.get("MODELYARD_CM_PORT", "10257"))
+SCHEDULER_PORT = int(os.environ.get("MODELYARD_SCHEDULER_PORT", "10259"))
 SERVICE_CIDR = "10.96.0.0/16"
 COMPONENTS = ["node", "scheduler", "controller-manager", "kube-apiserver", "etcd"]
 
@@ -129,7 +131,7 @@ def up() -> ClusterInfo:
             f"--service-account-private-key-file={p('sa.key')}", f"--root-ca-file={p('ca.crt')}",
             f"--cluster-signing-cert-file={p('ca.crt')}", f"--cluster-signing-key-file={p('ca.key')}",
             "--use-service-account-credentials=true", "--leader-elect=false",
-            "--bind-address=127.0.0.1", "--secure-port=10257",
+            "--bind-address=127.0.0.1", f"--secure-port={CM_PORT}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             # The HPA needs metrics-server, which a local cluster does not have; it still reconciles.
             "--horizontal-pod-autoscaler-sync-period=15s",
@@ -139,7 +141,7 @@ def up() -> ClusterInfo:
         procs.start("scheduler", [
             str(bins["kube-scheduler"]), f"--kubeconfig={sched_kc}", f"--authentication-kubeconfig={sched_kc}",
             f"--authorization-kubeconfig={sched_kc}", "--leader-elect=false",
-            "--bind-address=127.0.0.1", "--secure-port=10259",
+            "--bind-address=127.0.0.1", f"--secure-port={SCHEDULER_PORT}",
         ], state)
     if not procs.running("node", state):
         procs.start("node", [sys.executable, "-m", "localcluster.node", "--kubeconfig", str(kubeconfig),

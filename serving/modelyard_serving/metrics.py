@@ -1,0 +1,151 @@
+"""Prometheus metrics (prefix ``modelyard_serving_``) in a registry owned by one app.
+
+A private registry (not the process-global one) keeps apps created by tests independent.
+Labelled children are cached in dicts: ``.labels()`` takes a lock and builds a key on every
+call, which is measurable at thousands of requests per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .drift import DriftSnapshot
+
+PREFIX = "modelyard_serving"
+# Predictions take well under a millisecond, so resolution is where the time is spent:
+# sub-ms to 10 ms finely, then coarse buckets to catch stalls and huge batches.
+LATENCY_BUCKETS: Sequence[float] = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Requests being handled right now.", registry=r)
+        self.predictions = Counter(
+            f"{PREFIX}_predictions",
+            "Predicted rows by predicted class ('' for regressors).",
+            ["model_name", "model_version", "class"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            f"{PREFIX}_model_info",
+            "1 for the model this server loaded.",
+            ["model_name", "model_version", "flavor"],
+            registry=r,
+        )
+        self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 once the model is loaded and serving.", registry=r)
+        self.load_seconds = Gauge(f"{PREFIX}_model_load_seconds", "Seconds the last successful load took.", registry=r)
+        self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Failed model load attempts.", registry=r)
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self._class_children: dict[Any, Any] = {}
+        self._model_labels: tuple[str, str] = ("", "")
+
+    def set_model(self, name: str, version: str, flavor: str, load_seconds: float) -> None:
+        self.model_info.labels(name, version, flavor).set(1)
+        self.model_ready.set(1)
+        self.load_seconds.set(load_seconds)
+        self._model_labels = (name, version)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(route, method, status)
+        counter.inc()
+        hist = self._latency_children.get(route)
+        if hist is None:
+            hist = self._latency_children[route] = self.latency.labels(route)
+        hist.observe(seconds)
+
+    def count_predictions(self, labels: list[Any]) -> None:
+        if len(labels) == 1:
+            self._class_counter(labels[0]).inc()
+            return
+        tally: dict[Any, int] = {}
+        for label in labels:
+            tally[label] = tally.get(label, 0) + 1
+        for label, count in tally.items():
+            self._class_counter(label).inc(count)
+
+    def _class_counter(self, label: Any) -> Any:
+        # Regressor outputs are continuous: counting them per value would explode cardinality.
+        key = label if isinstance(label, str | int | bool) else ""
+        child = self._class_children.get(key)
+        if child is None:
+            child = self._class_children[key] = self.predictions.labels(*self._model_labels, str(key))
+        return child
+
+    def add_drift(self, snapshot: Callable[[], DriftSnapshot | None]) -> None:
+        self.registry.register(_DriftCollector(snapshot))
+
+
+class _DriftCollector(Collector):
+    """Computes PSI at scrape time, so gauges are fresh without any background task."""
+
+    def __init__(self, snapshot: Callable[[], DriftSnapshot | None]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> list[Any]:
+        return []  # unknown until the model loads; skip auto-describe at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self._snapshot()
+        if snap is None:
+            return
+        psi = GaugeMetricFamily(
+            f"{PREFIX}_feature_drift_psi",
+            "PSI of the recent input window against the training profile, per feature.",
+            labels=["feature"],
+        )
+        for feature, value in snap.features.items():
+            psi.add_metric([feature], value)
+        yield psi
+        yield GaugeMetricFamily(
+            f"{PREFIX}_drift_score", "Mean per-feature PSI (the retrain trigger).", value=snap.score
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_drift_window_size",
+            "Rows currently in the drift window.",
+            value=snap.window_size,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_drift_window_capacity",
+            "Maximum rows kept in the drift window.",
+            value=snap.capacity,
+        )

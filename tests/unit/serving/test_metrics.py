@@ -1,0 +1,103 @@
+"""/metrics: request counts, latency, predictions by class, in-flight, model info, drift gauges."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from modelyard_serving.model_store import ModelStore
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import IRIS_ROW, Registry, serve
+
+
+def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = client.get("/metrics").text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return metrics[(name, frozenset(labels.items()))]
+
+
+def test_requests_are_counted_by_route_template_method_and_status(iris_client: TestClient) -> None:
+    iris_client.post("/predict", json={"instances": [IRIS_ROW]})
+    iris_client.post("/predict", json={"instances": [IRIS_ROW]})
+    iris_client.post("/predict", json={"instances": [[1.0]]})
+    iris_client.post("/v2/models/iris/infer", json={"inputs": []})
+    iris_client.get("/v2/models/other/ready")
+    iris_client.get("/nope/1")
+    m = samples(iris_client)
+    prefix = "modelyard_serving_requests_total"
+    assert value(m, prefix, route="/predict", method="POST", status="200") == 2
+    assert value(m, prefix, route="/predict", method="POST", status="422") == 1
+    # Templates, not raw paths: model names and ids cannot blow up label cardinality.
+    assert value(m, prefix, route="/v2/models/{model_name}/infer", method="POST", status="422") == 1
+    assert value(m, prefix, route="/v2/models/{model_name}/ready", method="GET", status="404") == 1
+    assert value(m, prefix, route="unmatched", method="GET", status="404") == 1
+
+
+def test_latency_histogram_has_millisecond_buckets(iris_client: TestClient) -> None:
+    iris_client.post("/predict", json={"instances": [IRIS_ROW]})
+    m = samples(iris_client)
+    name = "modelyard_serving_request_duration_seconds"
+    assert value(m, f"{name}_count", route="/predict") == 1
+    bounds = sorted(
+        float(dict(labels)["le"]) for (n, labels) in m if n == f"{name}_bucket" and dict(labels)["route"] == "/predict"
+    )
+    assert bounds[:3] == [0.0005, 0.001, 0.002]
+    assert value(m, f"{name}_bucket", route="/predict", le="+Inf") == 1
+
+
+def test_predictions_are_counted_by_class(iris_client: TestClient, registry: Registry) -> None:
+    iris_client.post("/predict", json={"instances": registry.iris_data.to_numpy().tolist()})
+    iris_client.post("/predict", json={"instances": [IRIS_ROW]})
+    m = samples(iris_client)
+    name = "modelyard_serving_predictions_total"
+    counts = {c: value(m, name, model_name="iris", model_version="1", **{"class": c}) for c in "012"}
+    assert sum(counts.values()) == 151
+    assert counts["0"] == 51  # iris has 50 setosa; the extra row is setosa too
+
+
+def test_model_info_ready_and_in_flight(iris_client: TestClient) -> None:
+    m = samples(iris_client)
+    assert value(m, "modelyard_serving_model_info", model_name="iris", model_version="1", flavor="sklearn") == 1
+    assert value(m, "modelyard_serving_model_ready") == 1
+    # The scrape itself is in flight while the registry is rendered.
+    assert value(m, "modelyard_serving_requests_in_flight") == 1
+    assert value(m, "modelyard_serving_model_load_seconds") > 0
+
+
+def test_drift_gauges_follow_the_window(iris_client: TestClient) -> None:
+    iris_client.post("/predict", json={"instances": [[x * 3 for x in IRIS_ROW]] * 20})
+    m = samples(iris_client)
+    drift = iris_client.get("/drift").json()
+    assert value(m, "modelyard_serving_drift_window_size") == 20
+    assert value(m, "modelyard_serving_drift_window_capacity") == 10_000
+    assert value(m, "modelyard_serving_drift_score") == pytest.approx(drift["score"])
+    for feature, psi in drift["features"].items():
+        assert value(m, "modelyard_serving_feature_drift_psi", feature=feature) == pytest.approx(psi)
+
+
+def test_no_drift_gauges_without_a_profile(registry: Registry) -> None:
+    store = ModelStore(registry.iris_no_profile)
+    store.load()
+    with serve(store) as client:
+        text = client.get("/metrics").text
+    assert "modelyard_serving_drift_score" not in text
+    assert "modelyard_serving_model_info" in text
+
+
+def test_access_log_is_one_json_object_per_request(iris_store: ModelStore, capfd: pytest.CaptureFixture[str]) -> None:
+    with serve(iris_store, access_log=True) as client:
+        client.post("/predict", json={"instances": [IRIS_ROW]})
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    entry = next(e for e in lines if e.get("path") == "/predict")
+    assert entry["logger"] == "modelyard_serving.access" and entry["level"] == "info"
+    assert entry["method"] == "POST" and entry["status"] == 200 and entry["route"] == "/predict"
+    assert entry["durationMs"] >= 0 and entry["ts"].endswith("Z")
