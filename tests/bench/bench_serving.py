@@ -13,26 +13,22 @@ Needs wrk (Debian: apt-get install -y wrk) and the dev venv (`make dev`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import MLFLOW, PY, free_port, http_ok, mlflow_server, rss_mib, spawn, stop, wait_ready, wrk
+
 HERE = Path(__file__).resolve().parent
-PY = sys.executable
-MLFLOW = str(Path(PY).with_name("mlflow"))
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -54,6 +50,12 @@ class Server:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def load(
+        self, rows: list[list[float]], seconds: float, args: argparse.Namespace, workdir: Path
+    ) -> dict[str, float]:
+        assert self.proc is not None
+        return wrk(self.url(self.predict_path), self.body(rows), seconds, args.connections, workdir, self.proc.pid)
 
 
 def register_iris(tracking_uri: str) -> str:
@@ -148,7 +150,7 @@ def measure_rss(server: Server, total: int, args: argparse.Namespace, workdir: P
     before = rss_mib(server.proc.pid)
     sent, samples = 0, []
     while sent < total:
-        sent += int(wrk(server.url(server.predict_path), server.body([ROW]), 30, args.connections, workdir)["requests"])
+        sent += int(server.load([ROW], 30, args, workdir)["requests"])
         samples.append((sent, round(rss_mib(server.proc.pid), 1)))
         print(f"  {sent:>9} requests: RSS {samples[-1][1]} MiB", file=sys.stderr)
     return {"requests": sent, "rss_before_mib": round(before, 1), "rss_after_mib": samples[-1][1], "samples": samples}
@@ -156,26 +158,34 @@ def measure_rss(server: Server, total: int, args: argparse.Namespace, workdir: P
 
 def table(found: list[Server], rss: dict[str, Any] | None) -> str:
     med = {s.name: {k: statistics.median(r[k] for r in s.runs) for k in s.runs[0]} for s in found}
-    base = med["mlflow models serve"]["rps"]
-    ceiling = med["bare FastAPI (ceiling)"]["rps"]
+    base, ceiling = med["mlflow models serve"], med["bare FastAPI (ceiling)"]
     lines = [
-        "| server | req/s | p50 ms | p99 ms | x mlflow serve | % of ceiling | errors | start->ready s "
-        "| batch-100 rows/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | req/s | p50 ms | p99 ms | x mlflow serve | % of ceiling | server CPU us/req | x mlflow CPU "
+        "| errors | start->ready s | batch-100 rows/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in found:
         m = med[s.name]
         lines.append(
-            f"| {s.name} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps'] / base:.1f}x "
-            f"| {100 * m['rps'] / ceiling:.0f}% | {m['errors']:.0f} | {s.ready_seconds:.1f} "
-            f"| {s.batch.get('rps', 0) * 100:.0f} |"
+            f"| {s.name} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps'] / base['rps']:.1f}x "
+            f"| {100 * m['rps'] / ceiling['rps']:.0f}% | {m['cpu_us_per_request']:.0f} "
+            f"| {base['cpu_us_per_request'] / m['cpu_us_per_request']:.1f}x | {sum(r['errors'] for r in s.runs):.0f} "
+            f"| {s.ready_seconds:.1f} | {s.batch.get('rps', 0) * 100:.0f} |"
         )
-    if "modelyard, drift off" in med:
-        cost = 1 - med["modelyard"]["rps"] / med["modelyard, drift off"]["rps"]
-        lines.append(f"\nDrift tracking cost: {100 * cost:.1f}% of single-row throughput (median of rounds).")
+    by_name = {s.name: s for s in found}
+    if "modelyard, drift off" in by_name:
+        # Per-round ratios of paired runs: less exposed to load that changes between rounds.
+        pairs = list(zip(by_name["modelyard"].runs, by_name["modelyard, drift off"].runs, strict=True))
+        rps = statistics.median(1 - on["rps"] / off["rps"] for on, off in pairs)
+        cpu = statistics.median(on["cpu_us_per_request"] / off["cpu_us_per_request"] - 1 for on, off in pairs)
+        lines.append(
+            f"\nDrift tracking cost (median of per-round pairs): {100 * rps:.1f}% of single-row req/s, "
+            f"{100 * cpu:+.1f}% server CPU per request."
+        )
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     lines.append(
-        f"\nMachine: {os.cpu_count()} CPUs; load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        "(1/5/15 min) at the end of the run; wrk and each server share these CPUs."
+        f"\nMedians of {len(found[0].runs)} interleaved rounds. Machine: {os.cpu_count()} CPUs, load average "
+        f"{load} (1/5/15 min) at the end; wrk and the server under test share these CPUs."
     )
     if rss:
         lines.append(
@@ -208,24 +218,13 @@ def main() -> int:
                 start(server, workdir)
                 print(f"{server.name}: ready in {server.ready_seconds:.1f}s", file=sys.stderr)
             for server in found:
-                wrk(server.url(server.predict_path), server.body([ROW]), 3, args.connections, workdir)  # warm-up
+                server.load([ROW], 3, args, workdir)  # warm-up
             for round_ in range(args.rounds):  # interleaved, so background noise hits all servers alike
                 for server in found:
-                    server.runs.append(
-                        wrk(
-                            server.url(server.predict_path),
-                            server.body([ROW]),
-                            args.duration,
-                            args.connections,
-                            workdir,
-                        )
-                    )
+                    server.runs.append(server.load([ROW], args.duration, args, workdir))
                     print(f"round {round_ + 1} {server.name}: {server.runs[-1]}", file=sys.stderr)
-            batch = [ROW] * 100
             for server in found:
-                server.batch = wrk(
-                    server.url(server.predict_path), server.body(batch), args.batch_duration, args.connections, workdir
-                )
+                server.batch = server.load([ROW] * 100, args.batch_duration, args, workdir)
             rss = measure_rss(found[0], args.rss_requests, args, workdir) if args.rss_requests else None
     except Exception:
         print(f"benchmark failed; server logs are in {workdir}", file=sys.stderr)

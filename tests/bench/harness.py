@@ -79,7 +79,9 @@ end
 """
 
 
-def wrk(url: str, body: Any, seconds: float, connections: int, workdir: Path, pgid: int | None = None) -> dict[str, float]:
+def wrk(
+    url: str, body: Any, seconds: float, connections: int, workdir: Path, pgid: int | None = None
+) -> dict[str, float]:
     """One wrk run (1 thread); with ``pgid``, also the server's CPU time per request, which
     background load on a shared machine distorts far less than req/s."""
     script = workdir / "wrk.lua"

@@ -15,6 +15,7 @@ import uuid
 BRIDGE = os.environ.get("MODELYARD_BRIDGE", "mybr0")
 POD_CIDR = ipaddress.ip_network(os.environ.get("MODELYARD_POD_CIDR", "10.88.0.0/16"))
 BRIDGE_IP = str(next(POD_CIDR.hosts()))
+NETNS_PREFIX = f"{BRIDGE}-"  # per bridge, so two local clusters never touch each other's pods
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -59,15 +60,15 @@ def setup_bridge() -> None:
 def teardown_bridge() -> None:
     for ns in _ip("netns", "list", check=False).stdout.splitlines():
         name = ns.split()[0] if ns.strip() else ""
-        if name.startswith("mypod-"):
+        if name.startswith(NETNS_PREFIX):
             _ip("netns", "del", name, check=False)
     if bridge_exists():
         _ip("link", "del", BRIDGE, check=False)
 
 
 def create_pod_netns(key: str, address: str) -> str:
-    """Create ``mypod-<key>`` with eth0=address, wired to the bridge. Idempotent."""
-    ns = f"mypod-{key}"
+    """Create ``<bridge>-<key>`` with eth0=address, wired to the bridge. Idempotent."""
+    ns = f"{NETNS_PREFIX}{key}"
     host_if = f"myv{key}"[:15]
     delete_pod_netns(ns)
     _ip("netns", "add", ns)
