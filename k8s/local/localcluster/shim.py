@@ -17,7 +17,10 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     # Make sure nothing we mount propagates back to the host's mount table.
     subprocess.run(["mount", "--make-rslave", "/"], check=False, capture_output=True)
-    for m in spec["mounts"]:
+    # Hold every source open before mounting anything: a volume mounted over e.g. /tmp would
+    # otherwise hide the sources of later mounts that live under /tmp on the host.
+    held = [(m, os.open(m["source"], os.O_PATH)) for m in spec["mounts"]]
+    for m, fd in held:
         source, target = Path(m["source"]), Path(m["target"])
         if source.is_dir():
             target.mkdir(parents=True, exist_ok=True)
@@ -25,9 +28,11 @@ def main() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 target.touch()
-        subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+        subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", str(target)], check=True)
         if m.get("readOnly"):
             subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=False)
+    for _, fd in held:
+        os.close(fd)
     if spec.get("workdir"):
         os.chdir(spec["workdir"])
     argv, env = spec["argv"], spec["env"]
