@@ -94,6 +94,7 @@ class MDRunner:
                 result = "invalid"
                 raise
             if md is None:
+                metrics.export_md_conditions(key[0], key[1], [])  # deleted: drop its series
                 result = "ok"
                 return None
             outcome = reconcile(md, self.settings, self.resolver)
@@ -107,6 +108,7 @@ class MDRunner:
     def _publish(self, md: ModelDeployment, outcome: Outcome) -> None:
         if status_changed(md.status, outcome.status):
             kube.patch_status(API_VERSION, MD_PLURAL, md.namespace, md.name, outcome.status)
+        metrics.export_md_conditions(md.namespace, md.name, outcome.status.get("conditions") or [])
         self.post_events(md, outcome.events)
         if outcome.promotion is not None:
             metrics.PROMOTIONS.labels(

@@ -88,7 +88,7 @@ MD_CONDITION = Gauge(
     ["namespace", "name", "type", "status", "reason"],
     registry=REGISTRY,
 )
-_md_condition_labels: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+_md_condition_labels: dict[tuple[str, str], list[tuple[str, str, str, str, str]]] = {}
 
 
 def export_md_conditions(namespace: str, name: str, conditions: list[dict[str, object]]) -> None:

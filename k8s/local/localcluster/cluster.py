@@ -197,7 +197,14 @@ def start_mlflow(wait: bool = True) -> None:
             str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
             "--artifacts-destination", str(mlflow_dir / "artifacts"), "--serve-artifacts",
             "--host", host, "--port", str(MLFLOW_PORT), "--workers", "1",
-        ], state, env={"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key_file.read_text().strip()})
+        ], state, env={
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key_file.read_text().strip(),
+            # The operator's receiver is plain http on the pod bridge (a private address),
+            # which MLflow refuses by default; and webhook lists are cached for 60 s.
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+        })
     if wait:
         _wait("mlflow", lambda: _http_ok(f"http://{host}:{MLFLOW_PORT}/health"), 90, state / "logs" / "mlflow.log")
 
