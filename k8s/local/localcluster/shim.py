@@ -12,6 +12,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The pod's "image" is this checkout and its venv. A volume mounted over one of their parent
+# directories (an emptyDir on /tmp while the repo lives under /tmp) would hide the program
+# itself, so such a mount is skipped; for /tmp the volume still becomes the pod's TMPDIR.
+_HOST_CODE = [Path(sys.executable).parent.parent, Path(__file__).resolve().parents[3]]
+
+
+def _hides_host_code(mount: dict[str, str], spec: dict[str, object]) -> bool:
+    target = Path(mount["target"])
+    if not any(code == target or target in code.parents for code in _HOST_CODE):
+        return False
+    print(f"local node: not mounting {target}: it would hide the program's files", file=sys.stderr)
+    if str(target) == "/tmp":
+        env = spec["env"]
+        assert isinstance(env, dict)
+        env.setdefault("TMPDIR", mount["source"])
+    return True
+
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
@@ -19,7 +36,7 @@ def main() -> None:
     subprocess.run(["mount", "--make-rslave", "/"], check=False, capture_output=True)
     # Hold every source open before mounting anything: a volume mounted over e.g. /tmp would
     # otherwise hide the sources of later mounts that live under /tmp on the host.
-    held = [(m, os.open(m["source"], os.O_PATH)) for m in spec["mounts"]]
+    held = [(m, os.open(m["source"], os.O_PATH)) for m in spec["mounts"] if not _hides_host_code(m, spec)]
     for m, fd in held:
         source, target = Path(m["source"]), Path(m["target"])
         if source.is_dir():
