@@ -168,7 +168,7 @@ def _wait_nodes_ready(kubeconfig: Path, logs: Path) -> None:
         nodes = core.list_node().items
         if len(nodes) < 3:
             return False
-        if not all(any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        if not all(any(c.type == "Ready" and c.status == "True" for c in (n.status and n.status.conditions) or [])
                    for n in nodes):
             return False
         # Pods need the default ServiceAccount, which the controller-manager creates.

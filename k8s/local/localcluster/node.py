@@ -85,7 +85,7 @@ class LocalNode:
 
     def register(self) -> None:
         for name, gpu in [(NODE_NAME, False)] + [(n, True) for n in GPU_NODES]:
-            body = self._node_body(name, gpu)
+            body: Any = self._node_body(name, gpu)
             try:
                 self.core.create_node(body)
             except client.ApiException as exc:
@@ -98,7 +98,7 @@ class LocalNode:
 
     def _renew_leases(self) -> None:
         for name in [NODE_NAME, *GPU_NODES]:
-            body = {"metadata": {"name": name, "namespace": "kube-node-lease"},
+            body: Any = {"metadata": {"name": name, "namespace": "kube-node-lease"},
                     "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _micro_now()}}
             try:
                 self.leases.patch_namespaced_lease(name, "kube-node-lease", body)
@@ -122,7 +122,7 @@ class LocalNode:
     # -- pods --------------------------------------------------------------------
     def event(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:
         meta = pod["metadata"]
-        body = {
+        body: Any = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"],
                                "namespace": meta["namespace"], "uid": meta["uid"]},
@@ -142,7 +142,7 @@ class LocalNode:
         try:
             # With a body, the apiserver ignores query options: the grace period must be in it.
             self.core.delete_namespaced_pod(meta["name"], meta["namespace"], body=client.V1DeleteOptions(
-                grace_period_seconds=0, preconditions={"uid": meta["uid"]}))
+                grace_period_seconds=0, preconditions=client.V1Preconditions(uid=meta["uid"])))
         except client.ApiException as exc:
             if exc.status not in (404, 409):
                 log.warning("final delete of %s failed: %s", meta["name"], exc.reason)
@@ -170,11 +170,11 @@ class LocalNode:
                         self.finalize_deletion(pod)
                     return
                 worker = PodWorker(self, pod)
-                log.info("starting %s", worker.name)
+                log.info("starting %s", worker.pod_key)
                 self.workers[uid] = worker
                 worker.start()
             elif deleting and not worker.stop_requested.is_set():
-                log.info("stopping %s (grace %ss)", worker.name, grace)
+                log.info("stopping %s (grace %ss)", worker.pod_key, grace)
                 worker.request_stop(int(grace))
             elif deleting and not worker.is_alive():
                 self.finalize_deletion(pod)
@@ -188,7 +188,7 @@ class LocalNode:
             try:
                 if not version:
                     pods = self.core.list_pod_for_all_namespaces()
-                    version = pods.metadata.resource_version
+                    version = (pods.metadata and pods.metadata.resource_version) or ""
                     for item in pods.items:
                         self._adopt(serialize(item))
                 stream = watch.Watch().stream(self.core.list_pod_for_all_namespaces, resource_version=version,

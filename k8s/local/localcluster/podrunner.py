@@ -92,12 +92,12 @@ class PodWorker(threading.Thread):
         try:
             self._run()
         except Exception:
-            log.exception("pod %s failed in the local node", self.name)
+            log.exception("pod %s failed in the local node", self.pod_key)
         finally:
             self._cleanup()
 
     @property
-    def name(self) -> str:
+    def pod_key(self) -> str:
         return f"{self.pod['metadata']['namespace']}/{self.pod['metadata']['name']}"
 
     # -- lifecycle ---------------------------------------------------------------
@@ -376,4 +376,4 @@ class PodWorker(threading.Thread):
             self.pod["status"] = client.ApiClient().sanitize_for_serialization(updated.status)
         except client.ApiException as exc:
             if exc.status != 404:
-                log.warning("status patch for %s failed: %s", self.name, exc.reason)
+                log.warning("status patch for %s failed: %s", self.pod_key, exc.reason)

@@ -212,7 +212,9 @@ class Resolver:
             }
             if tok.get("audience"):
                 spec["audiences"] = [tok["audience"]]
-            result = self.core.create_namespaced_service_account_token(sa, self.ns, {"spec": spec})
+            request: Any = {"spec": spec}
+            result = self.core.create_namespaced_service_account_token(sa, self.ns, request)
+            assert result.status is not None
             (target / tok["path"]).write_text(result.status.token)
         elif src := source.get("configMap"):
             self._write_items(target, self._configmap(src["name"], src.get("optional", False)), src)
