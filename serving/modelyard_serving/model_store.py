@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,11 +54,6 @@ class LoadedModel:
     profile_error: str | None
     load_seconds: float
     flavor: str = "sklearn"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_classifier(self) -> bool:
-        return self.classes is not None
 
     def predict(self, rows: np.ndarray) -> Prediction:
         """Predict validated float64 rows. Estimator failures become 422, never 500.
@@ -141,7 +136,6 @@ class ModelStore:
             profile=profile,
             profile_error=profile_error,
             load_seconds=time.monotonic() - started,
-            extra={"run_id": mlmodel.run_id},
         )
 
     def _identity(self) -> tuple[str, str]:
