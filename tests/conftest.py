@@ -145,6 +145,10 @@ class Operator:
                 raise RuntimeError(f"operator exited: {self.log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1):
+                    # kopf answers health before its namespace observer (glob mode) has listed
+                    # and started watching namespaces; a namespace created in that gap was
+                    # seen to go unnoticed after a restart. Let the observer settle.
+                    time.sleep(5)
                     return
             except OSError:
                 time.sleep(0.2)
