@@ -7,34 +7,22 @@ are validated against the real prometheus-operator CRD schemas (k8s/local/promet
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from .kubeutil import load_module
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-chartlib = _load("chartlib", REPO / "tests" / "unit" / "chart" / "chartlib.py")
-prometheus_crds = _load("prometheus_crds", REPO / "k8s" / "local" / "prometheus_crds.py")
+chartlib = load_module("chartlib", REPO / "tests" / "unit" / "chart" / "chartlib.py")
+prometheus_crds = load_module("prometheus_crds", REPO / "k8s" / "local" / "prometheus_crds.py")
 
 
 @pytest.fixture(scope="module")

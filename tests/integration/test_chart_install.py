@@ -12,21 +12,20 @@ variant that host operator (admin kubeconfig) is paused, so only the chart's ope
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
 import yaml
 from kubernetes import client
+
+from .kubeutil import load_module
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +35,7 @@ FLOW_TIMEOUT = 420  # cold imports of sklearn + mlflow on 2 cores, training, the
 T = TypeVar("T")
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-chartlib = _load("chartlib", REPO / "tests" / "unit" / "chart" / "chartlib.py")
+chartlib = load_module("chartlib", REPO / "tests" / "unit" / "chart" / "chartlib.py")
 
 
 def wait_until(fn: Callable[[], T | None], timeout: float, what: str) -> T:

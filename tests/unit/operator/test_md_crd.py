@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
@@ -117,7 +116,6 @@ def test_status_declares_conditions_as_a_map_list() -> None:
         assert field in status
 
 
-@pytest.mark.skipif(not TR_CRD.exists(), reason="TrainingRun CRD not present")
 def test_training_run_template_is_validated_like_a_training_run() -> None:
     assert template_of(load(MD_CRD)) == expected_template(), (
         "TrainingRun's spec schema changed: run `python tests/unit/operator/test_md_crd.py`"
