@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)/k8s/local
 HELM = $(shell PYTHONPATH=$(CURDIR)/k8s/local $(BIN)/python -c 'from localcluster import binaries; print(binaries.ensure_helm())' 2>/dev/null | tail -1)
 COMPONENTS := operator serving training-image
 
-.PHONY: help dev binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
+.PHONY: help host-deps dev binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
         bench bench-serving images kind-up kind-down kind-load deploy demo clean
 
 help: ## list targets
@@ -22,7 +22,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-dev: $(BIN)/python ## create .venv with the three components (editable) and the test tools
+# What the local node needs from Debian: the container runtime, CNI plugins, the image builders,
+# catatonit (the pause image), conntrack/iptables (kube-proxy) and Prometheus (monitoring tests).
+HOST_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap catatonit conntrack iptables \
+	iproute2 prometheus
+host-deps: ## install the Debian packages the local node and image builds need (root, apt)
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+dev: $(BIN)/python host-deps ## create .venv with the three components (editable), the test tools and host packages
 	$(BIN)/pip install --quiet -c tests/constraints.txt -r tests/requirements-dev.txt \
 		-e ./operator -e ./serving -e ./training-image
 	@echo "dev environment ready: source $(VENV)/bin/activate"
@@ -30,13 +39,13 @@ dev: $(BIN)/python ## create .venv with the three components (editable) and the 
 binaries: ## fetch or build the pinned Kubernetes, etcd and helm binaries (cached outside the repo)
 	$(BIN)/python -m localcluster binaries
 
-test: binaries ## the whole suite: unit + integration (starts the local cluster and MLflow)
+test: binaries images ## the whole suite: unit + integration (starts the local cluster and MLflow)
 	$(BIN)/pytest tests -ra
 
 test-unit: ## unit tests only (no cluster)
 	$(BIN)/pytest tests/unit -ra
 
-test-integration: binaries ## integration tests only
+test-integration: binaries images ## integration tests only
 	$(BIN)/pytest tests/integration -ra
 
 lint: ## ruff
@@ -46,7 +55,7 @@ typecheck: ## mypy
 	$(BIN)/mypy operator/modelyard_operator serving/modelyard_serving training-image/modelyard_training \
 		k8s/local/localcluster k8s/local/prometheus_crds.py
 
-cluster-up: binaries ## start the local control plane, local node and MLflow
+cluster-up: binaries images ## start the local control plane, the real local node and MLflow
 	$(BIN)/python -m localcluster up
 
 cluster-down: ## stop it and delete its data
@@ -57,11 +66,8 @@ bench: bench-serving ## all benchmarks
 bench-serving: ## serving benchmark vs `mlflow models serve` (needs wrk: apt-get install wrk)
 	$(BIN)/python tests/bench/bench_serving.py
 
-images: ## build the three container images (needs Docker)
-	docker build -t modelyard-operator:$(TAG) -f operator/Dockerfile operator
-	docker build -t modelyard-serving:$(TAG) -f serving/Dockerfile serving
-	docker build -t modelyard-training:$(TAG) -f training-image/Dockerfile training-image
-	docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^modelyard-'
+images: ## build the four images (operator, serving, training, mlflow): buildah here, Docker where an engine runs
+	MODELYARD_TAG=$(TAG) $(BIN)/python -m localcluster images
 
 kind-up: ## create a kind cluster from k8s/kind/cluster.yaml
 	kind create cluster --name $(KIND_CLUSTER) --config k8s/kind/cluster.yaml
@@ -70,7 +76,7 @@ kind-down:
 	kind delete cluster --name $(KIND_CLUSTER)
 
 kind-load: images ## load the images into the kind cluster
-	for c in operator serving training; do kind load docker-image --name $(KIND_CLUSTER) modelyard-$$c:$(TAG); done
+	for c in operator serving training mlflow; do kind load docker-image --name $(KIND_CLUSTER) modelyard-$$c:$(TAG); done
 
 MONITORING ?= false
 deploy: ## helm upgrade --install the chart into the current kube context (MONITORING=true with kube-prometheus-stack)
@@ -94,8 +100,11 @@ lock: ## re-resolve the hash-pinned requirements.lock of each image
 	/tmp/modelyard-lock/bin/uv pip compile training-image/pyproject.toml -c tests/constraints.txt --generate-hashes \
 		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \
 		-o training-image/requirements.lock
+	/tmp/modelyard-lock/bin/uv pip compile k8s/images/mlflow/requirements.in -c tests/constraints.txt --generate-hashes \
+		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \
+		-o k8s/images/mlflow/requirements.lock
 
-demo: ## train, register, deploy, predict, promote, roll (CLUSTER=local|kind|aks)
+demo: $(if $(filter local,$(CLUSTER)),binaries images) ## train, register, deploy, predict, promote, roll (CLUSTER=local|kind|aks)
 	$(BIN)/python -m localcluster.demo --cluster $(CLUSTER)
 
 clean: cluster-down

@@ -52,9 +52,9 @@ class Cluster:
         localcluster.start_mlflow()
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
-        """Container output as the local node captured it (there is no kubelet log API)."""
-        matches = sorted((self.state / "pods").glob(f"{namespace}_{pod}_*/{container}.log"))
-        return matches[-1].read_text(errors="replace") if matches else ""
+        """`kubectl logs`: the apiserver fetches it from the kubelet, as on any cluster."""
+        res = self.kubectl("-n", namespace, "logs", pod, "-c", container, check=False)
+        return res.stdout if res.returncode == 0 else ""
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,11 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
     name = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api)
-    core.create_namespace({"metadata": {"name": name, "labels": {"modelyard.io/test": "true"}}})
+    # Pod Security "restricted" is enforced: every pod the operator and the chart create must
+    # be admitted under it.
+    core.create_namespace({"metadata": {"name": name, "labels": {
+        "modelyard.io/test": "true", "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest"}}})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # pods need the namespace's default ServiceAccount
         try:

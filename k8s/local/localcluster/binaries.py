@@ -31,9 +31,19 @@ K8S_PACKAGES = {
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
 HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
+# node add-ons, from their own wrapper module (k8s/local/gomod-addons) so their Kubernetes
+# client versions never move the control plane's
+COREDNS_VERSION = "1.15.0"
+KWOK_VERSION = "0.8.0"
+ADDON_PACKAGES = {
+    "coredns": "modelyard.io/localaddons/coredns",
+    "kwok": "sigs.k8s.io/kwok/cmd/kwok",
+}
 
 
 @dataclass
@@ -58,6 +68,10 @@ def k8s_cache_dir() -> Path:
 
 def helm_cache_dir() -> Path:
     return cache_root() / f"helm-v{HELM_VERSION}"
+
+
+def addons_cache_dir() -> Path:
+    return cache_root() / f"addons-coredns-v{COREDNS_VERSION}-kwok-v{KWOK_VERSION}"
 
 
 def _log(msg: str) -> None:
@@ -176,6 +190,12 @@ def ensure_helm() -> Path:
     return found["helm"].path
 
 
+def ensure_addons() -> dict[str, Path]:
+    found = _ensure(ADDON_PACKAGES, addons_cache_dir(), LOCAL_DIR / "gomod-addons", downloadable=False)
+    _summary(found)
+    return {name: o.path for name, o in found.items()}
+
+
 def _summary(found: dict[str, Obtained]) -> None:
     for o in found.values():
         extra = f", {o.seconds:.0f}s" if o.seconds else ""
@@ -184,6 +204,7 @@ def _summary(found: dict[str, Obtained]) -> None:
 
 def main() -> None:
     ensure_k8s()
+    ensure_addons()
     ensure_helm()
 
 

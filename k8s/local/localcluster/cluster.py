@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import binaries, network, procs
+from . import binaries, network, node, procs
 from .pki import PKI
 
 REPO = Path(__file__).resolve().parents[3]
@@ -26,7 +26,8 @@ MLFLOW_PORT = int(os.environ.get("MODELYARD_MLFLOW_PORT", "5000"))
 CM_PORT = int(os.environ.get("MODELYARD_CM_PORT", "10257"))
 SCHEDULER_PORT = int(os.environ.get("MODELYARD_SCHEDULER_PORT", "10259"))
 SERVICE_CIDR = "10.96.0.0/16"
-COMPONENTS = ["node", "scheduler", "controller-manager", "kube-apiserver", "etcd"]
+CONTROL_PLANE = ["scheduler", "controller-manager", "kube-apiserver", "etcd"]
+COMPONENTS = [*node.COMPONENTS, *CONTROL_PLANE]
 
 
 @dataclass
@@ -85,9 +86,8 @@ def up() -> ClusterInfo:
     bins = binaries.ensure_k8s()
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
-    if network.netns_available():
-        network.setup_bridge()
-    host = network.host_ip()
+    network.setup_bridge()
+    host = network.BRIDGE_IP
     (state / "host-ip").write_text(host)
     pki = PKI(state / "pki")
     pki.ensure(ips=sorted({host, "127.0.0.1", "10.96.0.1"}),
@@ -119,6 +119,12 @@ def up() -> ClusterInfo:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
             "--enable-admission-plugins=NodeRestriction", "--profiling=false",
+            # logs, exec and port-forward: the apiserver dials the kubelet by its node IP, with
+            # a client certificate, and verifies the kubelet's serving certificate
+            f"--kubelet-client-certificate={p('apiserver-kubelet-client.crt')}",
+            f"--kubelet-client-key={p('apiserver-kubelet-client.key')}",
+            f"--kubelet-certificate-authority={p('ca.crt')}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--endpoint-reconciler-type=none",  # a single static apiserver; no endpoint lease churn
         ], state)
     _wait("kube-apiserver", lambda: _https_ok(f"{api_url}/readyz", pki), 60, logs / "kube-apiserver.log")
@@ -143,10 +149,7 @@ def up() -> ClusterInfo:
             f"--authorization-kubeconfig={sched_kc}", "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={SCHEDULER_PORT}",
         ], state)
-    if not procs.running("node", state):
-        procs.start("node", [sys.executable, "-m", "localcluster.node", "--kubeconfig", str(kubeconfig),
-                             "--state-dir", str(state), "--host-ip", host, "--api-port", str(API_PORT)],
-                    state, env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    node.start(state, pki, api_url, host, kubeconfig)
     _wait_nodes_ready(kubeconfig, logs)
     start_mlflow()
     cluster = info()
@@ -175,7 +178,7 @@ def _wait_nodes_ready(kubeconfig: Path, logs: Path) -> None:
         core.read_namespaced_service_account("default", "default")
         return True
 
-    _wait("local node", ready, 60, logs / "node.log")
+    _wait("local node", ready, 120, logs / "kubelet.log")
 
 
 def start_mlflow(wait: bool = True) -> None:
@@ -237,10 +240,12 @@ def stop_mlflow() -> None:
 def down(purge: bool = True) -> None:
     state = state_dir()
     procs.stop("mlflow", state)
-    for name in COMPONENTS:
-        procs.stop(name, state, grace=15 if name == "node" else 10)
+    node.stop(state)
+    for name in CONTROL_PLANE:
+        procs.stop(name, state)
+    node.teardown_host(state)
     if purge:
-        for sub in ("etcd", "pods", "pvc", "mlflow", "pids"):
+        for sub in ("etcd", "mlflow", "pids"):
             shutil.rmtree(state / sub, ignore_errors=True)
     network.teardown_bridge()
     _log("stopped")

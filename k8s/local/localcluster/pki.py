@@ -58,9 +58,23 @@ class PKI:
             ("admin", "modelyard-admin", "system:masters"),
             ("controller-manager", "system:kube-controller-manager", None),
             ("scheduler", "system:kube-scheduler", None),
+            # the node: kubelet (Node authorizer + NodeRestriction), kube-proxy (bound by the
+            # default system:node-proxier binding), CoreDNS and kwok (own RBAC, see node.py)
+            ("kubelet", "system:node:modelyard-local", "system:nodes"),
+            ("kube-proxy", "system:kube-proxy", None),
+            ("coredns", "modelyard:coredns", None),
+            ("kwok", "modelyard:kwok", None),
+            # the apiserver's client identity towards kubelets (logs, exec, port-forward)
+            ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
         ]:
             if not self.path(f"{name}.crt").exists():
                 self._issue(name, cn, org, server=False)
+        kubelet_sans = ",".join(sorted(ips))
+        marker = self.path("kubelet-serving.sans")
+        if not marker.exists() or marker.read_text() != kubelet_sans:
+            self._issue("kubelet-serving", "system:node:modelyard-local", "system:nodes", server=True,
+                        ips=ips, dns=["modelyard-local", "localhost"])
+            marker.write_text(kubelet_sans)
         if not self.path("sa.key").exists():
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             _write_key(key, self.path("sa.key"))
