@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from modelyard_operator.tr_models import CLASSIFIERS, REGRESSORS, parse_run
+from modelyard_operator.trainingrun.models import CLASSIFIERS, REGRESSORS, parse_run
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = yaml.safe_load((REPO / "crds" / "trainingruns.yaml").read_text())
