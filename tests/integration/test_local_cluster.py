@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from kubernetes import client
 
-from .kubeutil import pid_alive, wait_for
+from tests.helpers import pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 IMAGE = "modelyard-serving:test"

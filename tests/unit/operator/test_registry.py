@@ -35,17 +35,13 @@ from modelyard_operator.registry import (
     SelectorNotSet,
 )
 
+from tests.helpers import free_port
+
 pytestmark = [
     pytest.mark.timeout(300),
     # Stages are deprecated in MLflow but still supported (and used) by ModelDeployment.
     pytest.mark.filterwarnings("ignore::FutureWarning"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
