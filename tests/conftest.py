@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -95,10 +94,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     core.delete_namespace(name, propagation_policy="Background")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import free_port  # noqa: E402
 
 
 class Operator:

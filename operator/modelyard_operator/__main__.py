@@ -16,7 +16,10 @@ from modelyard_operator.settings import Settings, load_settings
 logger = logging.getLogger("modelyard_operator")
 
 # Controllers register their kopf handlers at import time.
-HANDLER_MODULES = ("modelyard_operator.tr_handlers", "modelyard_operator.md_handlers")
+HANDLER_MODULES = (
+    "modelyard_operator.trainingrun.handlers",
+    "modelyard_operator.modeldeployment.handlers",
+)
 
 # Peering (kopf's leader coordination between replicas) needs the KopfPeering CRDs and RBAC
 # and only matters with >1 replica. The chart runs one replica with a Recreate strategy, so
@@ -38,7 +41,7 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     # Only warnings and errors from kopf's own logging become k8s Events; our controllers post
-    # their meaningful Normal events explicitly with kopf.event(), which ignores this level.
+    # their meaningful events themselves through modelyard_operator.events (kube), not kopf.
     settings.posting.level = logging.WARNING
     # Sync handlers (all of ours: kube.py is synchronous) run in this pool; bound it so a
     # burst of objects cannot open an unbounded number of API connections.
@@ -55,20 +58,10 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def import_handlers() -> list[str]:
-    """Import every controller module; returns the names that were loaded."""
-    loaded = []
+    """Import every controller module; a missing or broken one stops the operator at once."""
     for name in HANDLER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            # Tolerated only for a controller module that does not exist yet (parallel
-            # development); an import error *inside* a module still crashes the operator.
-            if error.name != name:
-                raise
-            logger.error("controller module %s not found; its resources are not handled", name)
-            continue
-        loaded.append(name)
-    return loaded
+        importlib.import_module(name)
+    return list(HANDLER_MODULES)
 
 
 def run(settings: Settings) -> None:

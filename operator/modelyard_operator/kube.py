@@ -89,6 +89,16 @@ def with_owner(obj: dict[str, Any], owner: dict[str, Any] | None) -> dict[str, A
     return result
 
 
+def owned_by(obj: dict[str, Any] | None, uid: str) -> bool:
+    """Whether ``obj`` carries an ownerReference to the object with ``uid`` (pure).
+
+    UIDs are unique per object, so a reference to ours means we created it; a same-named
+    object left by a deleted predecessor (or made by someone else) is not ours to touch.
+    """
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
 def apply(obj: dict[str, Any], owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Server-side apply ``obj`` as field manager ``modelyard``; returns the live object.
 

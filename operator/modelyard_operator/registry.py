@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from modelyard_operator import metrics
-from modelyard_operator.md_models import ModelRef
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +54,22 @@ class RegistryUnavailable(RegistryError):
     reason = "RegistryUnavailable"
 
 
+class Selector(Protocol):
+    """Which version of a model to serve: exactly one of alias, stage or version is set.
+
+    A protocol, so this shared module does not depend on a controller's spec model.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def alias(self) -> str | None: ...
+    @property
+    def stage(self) -> str | None: ...
+    @property
+    def version(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class ResolvedVersion:
     name: str
@@ -79,7 +94,7 @@ class ModelSnapshot:
     aliases: dict[str, str] = field(default_factory=dict)
     stages: dict[str, ResolvedVersion] = field(default_factory=dict)
 
-    def version_for(self, ref: ModelRef) -> str:
+    def version_for(self, ref: Selector) -> str:
         """The version ``ref`` selects, or SelectorNotSet (pinned versions pass through)."""
         if ref.version is not None:
             return ref.version
@@ -146,16 +161,6 @@ class Registry:
         except Exception as error:
             raise self._unavailable(error) from error
         return _resolved(mv)
-
-    def resolve(self, ref: ModelRef) -> ResolvedVersion:
-        """Uncached resolution of a selector (the watcher adds caching on top)."""
-        if ref.version is not None:
-            return self.version(ref.name, ref.version)
-        snap = self.snapshot(ref.name)
-        version = snap.version_for(ref)
-        if ref.stage is not None:
-            return snap.stages[ref.stage]
-        return self.version(ref.name, version)
 
     def ensure_webhook(self, url: str, secret: str | None) -> str:
         """Register (or refresh) the operator's webhook in MLflow; idempotent by URL.

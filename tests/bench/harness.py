@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Run as a script from tests/bench: make the repo root importable for the shared test helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.helpers import free_port
+
 PY = sys.executable
 MLFLOW = str(Path(PY).with_name("mlflow"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_ok(url: str, body: bytes | None = None) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .kubeutil import load_module
+from tests.helpers import load_module
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,19 +81,13 @@ def test_operator_image_imports_every_module(image_root: Path) -> None:
     python = image_venv("operator")
     code = (
         "import importlib, pkgutil, modelyard_operator as p\n"
-        "for m in pkgutil.iter_modules(p.__path__): importlib.import_module(f'{p.__name__}.{m.name}')\n"
+        "for m in pkgutil.walk_packages(p.__path__, f'{p.__name__}.'): importlib.import_module(m.name)\n"
         "import modelyard_operator.__main__\n"
     )
     proc = subprocess.run(
         [str(python), "-c", code], env=image_env("operator"), capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_serving_image_loads_and_serves_a_model(image_root: Path) -> None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +24,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from .kubeutil import load_module
+from tests.helpers import condition, load_module, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +35,6 @@ T = TypeVar("T")
 
 
 chartlib = load_module("chartlib", REPO / "tests" / "unit" / "chart" / "chartlib.py")
-
-
-def wait_until(fn: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (client.ApiException, OSError) as exc:  # transient while pods start
-            last = exc
-        else:
-            if last is not None:
-                return last
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}: last={last!r}")
 
 
 def helm_env(cluster: Any) -> dict[str, str]:
@@ -65,7 +49,7 @@ def chart_namespace(cluster: Any) -> Iterator[str]:
     core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"modelyard.io/test": "true"}))
     )
-    wait_until(lambda: core.read_namespaced_service_account("default", name), 30, "default ServiceAccount")
+    wait_for(lambda: core.read_namespaced_service_account("default", name), 30, 1, "default ServiceAccount")
     yield name
     core.delete_namespace(name, propagation_policy="Background")
 
@@ -118,13 +102,6 @@ def custom(cluster: Any, namespace: str, plural: str, name: str) -> dict[str, An
     return dict(objects.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))  # type: ignore[call-overload]
 
 
-def condition(obj: dict[str, Any], type_: str) -> str | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond["type"] == type_:
-            return str(cond["status"])
-    return None
-
-
 def test_chart_install_runs_the_full_flow_under_its_service_account(cluster: Any, release: dict[str, Any]) -> None:
     ns = release["namespace"]
     assert f"kubectl -n {ns} rollout status deployment/{release['name']}-modelyard-operator" in release["notes"]
@@ -162,7 +139,7 @@ def test_chart_install_runs_the_full_flow_under_its_service_account(cluster: Any
         run = custom(cluster, ns, "trainingruns", "iris")
         return run if (run.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
 
-    run = wait_until(finished, FLOW_TIMEOUT, "TrainingRun iris to finish")
+    run = wait_for(finished, FLOW_TIMEOUT, 1, "TrainingRun iris to finish")
     assert run["status"]["phase"] == "Succeeded", run["status"]
 
     applied = cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(serve), check=False)
@@ -170,9 +147,9 @@ def test_chart_install_runs_the_full_flow_under_its_service_account(cluster: Any
 
     def ready() -> dict[str, Any] | None:
         md = custom(cluster, ns, "modeldeployments", "iris")
-        return md if condition(md, "Ready") == "True" else None
+        return md if condition(md, "Ready").get("status") == "True" else None
 
-    md = wait_until(ready, FLOW_TIMEOUT, "ModelDeployment iris to be Ready")
+    md = wait_for(ready, FLOW_TIMEOUT, 1, "ModelDeployment iris to be Ready")
     assert md["status"]["resolvedVersion"] == "1"
 
     core = client.CoreV1Api(cluster.api)

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 from kubernetes import client
 
-from .kubeutil import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 SERVING = "modelyard-serving:0.1.0"

@@ -19,11 +19,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-import yaml
 from kubernetes import client
 from mlflow.exceptions import MlflowException
 
-from .kubeutil import wait_for
+from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,25 +43,10 @@ def md_manifest(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]
             "metadata": {"name": name}, "spec": {"model": model, **spec}}
 
 
-def kubectl_apply(cluster: Any, namespace: str, manifest: dict[str, Any], check: bool = True) -> Any:
-    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest),
-                             check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kubectl apply failed: {result.stderr}")
-    return result
-
-
 def get_md(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     result: Any = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name)
     return dict(result)
-
-
-def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (md.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
 
 
 def wait_condition(cluster: Any, namespace: str, name: str, type_: str, status: str,
@@ -131,16 +115,6 @@ def predict(ip: str, rows: list[list[float]] | None = None, timeout: float = 5) 
 
 def served_versions(cluster: Any, namespace: str, name: str) -> set[str]:
     return {str(predict(ip)["modelVersion"]) for ip in ready_endpoints(cluster, namespace, name)}
-
-
-def event_reasons(cluster: Any, namespace: str, name: str) -> set[str]:
-    events = client.CoreV1Api(cluster.api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name}").items
-    return {str(e.reason) for e in events if e.involved_object.kind == "ModelDeployment"}
-
-
-def mlflow_client(cluster: Any) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=cluster.mlflow_uri, registry_uri=cluster.mlflow_uri)
 
 
 def iris_profile(x: np.ndarray, names: list[str], bins: int = 10) -> dict[str, Any]:
@@ -282,7 +256,7 @@ def test_alias_follow_with_webhook(cluster: Any, namespace: str, operator: Any,
     st = md["status"]
     assert (st["resolvedVersion"], st["previousVersion"]) == (v2, v1)
     assert st["lastPromotionTime"]
-    assert {"Promoted"} <= event_reasons(cluster, namespace, name)
+    assert {"Promoted"} <= event_reasons(cluster, namespace, name, "ModelDeployment")
     table = cluster.kubectl("get", "md", name, "-n", namespace).stdout
     assert "alias=champion" in table and model in table and "1/1" in table
     scraped = operator_metrics(operator)

@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .kubeutil import wait_for
+from tests.helpers import kubectl_apply, mlflow_client, wait_for
+
 from .test_modeldeployment import (
     MD_LABEL,
-    kubectl_apply,
     log_iris_version,
     md_manifest,
-    mlflow_client,
     pods,
     unique,
     wait_condition,

@@ -9,16 +9,14 @@ from typing import Any
 
 import pytest
 
-from .kubeutil import wait_for
+from tests.helpers import condition, kubectl_apply, mlflow_client, wait_for
+
 from .test_modeldeployment import (
-    condition,
     deployment,
     deployment_version,
     get_md,
-    kubectl_apply,
     log_iris_version,
     md_manifest,
-    mlflow_client,
     pods,
     predict,
     ready_endpoints,

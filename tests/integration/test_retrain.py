@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 from kubernetes import client
 
-from .kubeutil import wait_for
+from tests.helpers import condition, kubectl_apply, mlflow_client, wait_for
+
 from .test_modeldeployment import (
-    condition,
     get_md,
-    kubectl_apply,
     log_iris_version,
     md_manifest,
-    mlflow_client,
     operator_metrics,
     predict,
     ready_endpoints,

@@ -9,12 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import mlflow
 import pytest
-import yaml
 from kubernetes import client
 
-from .kubeutil import wait_for
+from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +30,6 @@ def tr_manifest(name: str, model: str, **spec: Any) -> dict[str, Any]:
     }
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingRun", "metadata": {"name": name},
             "spec": {**base, **spec}}
-
-
-def kubectl_apply(cluster: Any, namespace: str, manifest: dict[str, Any], check: bool = True) -> Any:
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=check)
 
 
 def get_run(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -56,10 +50,6 @@ def wait_phase(cluster: Any, namespace: str, name: str, phases: tuple[str, ...] 
         raise AssertionError(f"{name} stuck: {run.get('status')}") from None
 
 
-def condition(run: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in run["status"]["conditions"] if c["type"] == type_)
-
-
 def jobs_of(cluster: Any, namespace: str, name: str) -> list[Any]:
     batch = client.BatchV1Api(cluster.api)
     return list(batch.list_namespaced_job(namespace, label_selector=f"modelyard.io/trainingrun={name}").items)
@@ -68,16 +58,6 @@ def jobs_of(cluster: Any, namespace: str, name: str) -> list[Any]:
 def pods_of(cluster: Any, namespace: str, name: str) -> list[Any]:
     core = client.CoreV1Api(cluster.api)
     return list(core.list_namespaced_pod(namespace, label_selector=f"modelyard.io/trainingrun={name}").items)
-
-
-def event_reasons(cluster: Any, namespace: str, name: str) -> set[str]:
-    core = client.CoreV1Api(cluster.api)
-    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
-    return {str(e.reason) for e in events if e.involved_object.kind == "TrainingRun"}
-
-
-def mlflow_client(cluster: Any) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=cluster.mlflow_uri, registry_uri=cluster.mlflow_uri)
 
 
 def model_name(namespace: str, stem: str) -> str:
@@ -131,7 +111,8 @@ def test_iris_run_succeeds_and_registers_version_1(
     assert owner.uid == run["metadata"]["uid"]
     assert job.metadata.labels["app.kubernetes.io/managed-by"] == "modelyard"
     assert len(pods_of(cluster, namespace, "iris")) == 1
-    wait_for(lambda: {"Started", "Succeeded"} <= event_reasons(cluster, namespace, "iris"), 15, what="events")
+    wait_for(lambda: {"Started", "Succeeded"} <= event_reasons(cluster, namespace, "iris", "TrainingRun"), 15,
+             what="events")
 
     table = cluster.kubectl("get", "trainingruns", "-n", namespace).stdout
     assert "Succeeded" in table and model in table, table
@@ -153,8 +134,8 @@ def test_promotion_rule_pass_sets_alias_and_fail_does_not(cluster: Any, namespac
     mlf = mlflow_client(cluster)
     assert mlf.get_model_version_by_alias(model, "champion").version == first["modelVersion"]
     assert "challenger" not in mlf.get_registered_model(model).aliases
-    wait_for(lambda: "Promoted" in event_reasons(cluster, namespace, "pass"), 15, what="Promoted event")
-    assert "Promoted" not in event_reasons(cluster, namespace, "fail")
+    wait_for(lambda: "Promoted" in event_reasons(cluster, namespace, "pass", "TrainingRun"), 15, what="Promoted event")
+    assert "Promoted" not in event_reasons(cluster, namespace, "fail", "TrainingRun")
 
 
 def test_sweep_registers_exactly_one_version_the_best(cluster: Any, namespace: str, operator: Any) -> None:

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.helpers import condition, kubectl_apply
+
 from .test_trainingrun import (
     GROUP,
     PLURAL,
     VERSION,
-    condition,
     get_run,
     jobs_of,
-    kubectl_apply,
     model_name,
     pods_of,
     tr_manifest,

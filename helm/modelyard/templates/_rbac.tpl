@@ -3,7 +3,7 @@ RBAC rules of the operator, in two groups:
 - framework: what kopf itself needs to run (resource discovery, events);
 - application: what modelyard's reconcilers read and write.
 Verbs are listed explicitly (never "*"); each resource is one the operator code touches, and
-tests/unit/chart/test_rbac.py keeps this list and the operator code in step.
+tests/unit/chart/test_chart_rbac.py keeps this list and the operator code in step.
 */}}
 
 {{/* Framework, cluster-scoped, both modes. */}}

@@ -103,7 +103,7 @@ KINDS = {
 
 @cache
 def operator_source() -> str:
-    return "\n".join(p.read_text() for p in sorted(OPERATOR.glob("*.py")))
+    return "\n".join(p.read_text() for p in sorted(OPERATOR.rglob("*.py")))
 
 
 def rules_of(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -213,7 +213,7 @@ def test_gpu_defaults_match_the_local_fake_gpu_nodes() -> None:
 
 
 def test_bundled_mlflow_is_wired_to_the_operator() -> None:
-    from modelyard_operator import webhook
+    from modelyard_operator.modeldeployment import webhook
 
     objects = render(release="my", namespace="ml")
     mlflow = one(objects, "Deployment", "mlflow")

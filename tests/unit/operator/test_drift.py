@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from modelyard_operator.drift import DriftReading, aggregate, decide, parse_time
-from modelyard_operator.md_models import parse_md
-from modelyard_operator.md_retrain import build_training_run, retrain_index, retrain_name
+from modelyard_operator.modeldeployment.drift import DriftReading, aggregate, decide, parse_time
+from modelyard_operator.modeldeployment.models import parse_md
+from modelyard_operator.modeldeployment.retrain import build_training_run, retrain_index, retrain_name
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 TEMPLATE = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelyard_operator.md_builders import (
+from modelyard_operator.modeldeployment.builders import (
     build_deployment,
     build_hpa,
     build_pdb,
@@ -12,7 +12,7 @@ from modelyard_operator.md_builders import (
     build_service_monitor,
     service_url,
 )
-from modelyard_operator.md_models import ModelDeployment, parse_md
+from modelyard_operator.modeldeployment.models import ModelDeployment, parse_md
 from modelyard_operator.registry import ResolvedVersion
 from modelyard_operator.settings import Settings
 

@@ -1,7 +1,7 @@
 """Static checks of crds/modeldeployments.yaml: documented, shaped as promised, in sync.
 
 The CEL rules themselves are exercised against a real API server in
-tests/integration/test_modeldeployment_crd.py.
+tests/integration/test_modeldeployment_children.py (test_invalid_specs_are_rejected_by_the_api_server).
 
 Run this file as a script (``python tests/unit/operator/test_md_crd.py``) to re-copy
 TrainingRun's spec schema into spec.retrain.trainingRunTemplate after TrainingRun changes.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from modelyard_operator.md_builders import build_deployment
-from modelyard_operator.md_models import parse_md
+from modelyard_operator.modeldeployment.builders import build_deployment
+from modelyard_operator.modeldeployment.models import parse_md
 from modelyard_operator.registry import ResolvedVersion
 from modelyard_operator.settings import Settings
 

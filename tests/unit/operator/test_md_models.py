@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modelyard_operator.md_models import InvalidSpec, parse_duration, parse_md
+from modelyard_operator.modeldeployment.models import InvalidSpec, parse_duration, parse_md
 
 
 def body(spec: dict[str, Any]) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard_operator.conditions import get_condition
-from modelyard_operator.md_models import ModelDeployment, parse_md
-from modelyard_operator.md_pods import load_error_from_readyz
-from modelyard_operator.md_rollout import RolloutState, analyse
-from modelyard_operator.md_status import (
+from modelyard_operator.modeldeployment.models import ModelDeployment, parse_md
+from modelyard_operator.modeldeployment.pods import load_error_from_readyz
+from modelyard_operator.modeldeployment.rollout import RolloutState, analyse
+from modelyard_operator.modeldeployment.status import (
     Resolution,
     compute_status,
     retraining_condition,

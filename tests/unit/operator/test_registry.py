@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from mlflow.tracking import MlflowClient
-from modelyard_operator.md_models import ModelRef
-from modelyard_operator.md_resolver import Resolver
+from modelyard_operator.modeldeployment.models import ModelRef
+from modelyard_operator.modeldeployment.resolver import Resolver
+from modelyard_operator.modeldeployment.watcher import MDKey, RegistryWatcher
+from modelyard_operator.modeldeployment.webhook import WebhookReceiver
 from modelyard_operator.registry import (
     ModelNotFound,
     ModelSnapshot,
@@ -32,20 +34,14 @@ from modelyard_operator.registry import (
     ResolvedVersion,
     SelectorNotSet,
 )
-from modelyard_operator.watcher import MDKey, RegistryWatcher
-from modelyard_operator.webhook import WebhookReceiver
+
+from tests.helpers import free_port
 
 pytestmark = [
     pytest.mark.timeout(300),
     # Stages are deprecated in MLflow but still supported (and used) by ModelDeployment.
     pytest.mark.filterwarnings("ignore::FutureWarning"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -110,34 +106,35 @@ def test_resolves_alias_stage_and_pinned_version(client: MlflowClient, mlflow_ur
     client.set_registered_model_alias(name, "champion", "2")
     client.transition_model_version_stage(name, "3", "Production")
     registry = Registry(mlflow_uri)
-    by_alias = registry.resolve(ModelRef(name=name, alias="champion"))
+    resolver = Resolver(registry, max_age=60)
+    by_alias = resolver.resolve(ModelRef(name=name, alias="champion"))
     assert (by_alias.version, by_alias.model_uri) == ("2", f"models:/{name}/2")
     assert by_alias.run_id and by_alias.source and by_alias.source.endswith("/model")
-    assert registry.resolve(ModelRef(name=name, stage="Production")).version == "3"
-    assert registry.resolve(ModelRef(name=name, version="1")).version == "1"
+    assert resolver.resolve(ModelRef(name=name, stage="Production")).version == "3"
+    assert resolver.resolve(ModelRef(name=name, version="1")).version == "1"
     snap = registry.snapshot(name)
     assert snap.aliases == {"champion": "2"} and set(snap.stages) == {"Production"}
 
 
 def test_typed_errors(client: MlflowClient, mlflow_uri: str) -> None:
     name = new_model(client, 1)
-    registry = Registry(mlflow_uri)
+    resolver = Resolver(Registry(mlflow_uri), max_age=60)
     with pytest.raises(SelectorNotSet) as alias_error:
-        registry.resolve(ModelRef(name=name, alias="champion"))
+        resolver.resolve(ModelRef(name=name, alias="champion"))
     assert alias_error.value.reason == "AliasNotSet"
     with pytest.raises(SelectorNotSet) as stage_error:
-        registry.resolve(ModelRef(name=name, stage="Staging"))
+        resolver.resolve(ModelRef(name=name, stage="Staging"))
     assert stage_error.value.reason == "StageEmpty"
     with pytest.raises(ModelNotFound, match="version 7"):
-        registry.resolve(ModelRef(name=name, version="7"))
+        resolver.resolve(ModelRef(name=name, version="7"))
     with pytest.raises(ModelNotFound, match="not found"):
-        registry.resolve(ModelRef(name="no-such-model", alias="champion"))
+        resolver.resolve(ModelRef(name="no-such-model", alias="champion"))
 
 
 def test_dead_mlflow_fails_fast() -> None:
     started = time.monotonic()
     with pytest.raises(RegistryUnavailable):
-        Registry(f"http://127.0.0.1:{free_port()}").resolve(ModelRef(name="m", alias="a"))
+        Resolver(Registry(f"http://127.0.0.1:{free_port()}"), max_age=60).resolve(ModelRef(name="m", alias="a"))
     assert time.monotonic() - started < 5
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from modelyard_operator.settings import Settings
-from modelyard_operator.tr_builders import build_job, job_name
-from modelyard_operator.tr_models import InvalidSpecError, TrainingRun, parse_run
+from modelyard_operator.trainingrun.builders import build_job, job_name
+from modelyard_operator.trainingrun.models import InvalidSpecError, TrainingRun, parse_run
 
 UID = "0b6f7f3e-1111-2222-3333-444455556666"
 SETTINGS = Settings(
@@ -147,8 +147,8 @@ def test_gpu_job_golden() -> None:
     placement = {
         "nodeSelector": {"nvidia.com/gpu.present": "true", "pool": "a100"},
         "tolerations": [
-            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
         ],
     }
     expected = job("iris-1-train", "single", placement,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from modelyard_operator.tr_models import CLASSIFIERS, REGRESSORS, parse_run
+from modelyard_operator.trainingrun.models import parse_run
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = yaml.safe_load((REPO / "crds" / "trainingruns.yaml").read_text())
@@ -42,11 +42,6 @@ def test_names_and_subresources() -> None:
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
     assert columns == ["Phase", "Model", "Version", "Metric", "Promoted", "Age"]
-
-
-def test_estimator_enum_matches_the_operator() -> None:
-    enum = SCHEMA["properties"]["spec"]["properties"]["estimator"]["properties"]["type"]["enum"]
-    assert set(enum) == CLASSIFIERS | REGRESSORS
 
 
 def test_spec_is_immutable_by_cel() -> None:

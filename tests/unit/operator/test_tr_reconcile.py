@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import pytest
-from modelyard_operator import tr_reconcile
 from modelyard_operator.settings import Settings
-from modelyard_operator.tr_models import InvalidSpecError, parse_run
+from modelyard_operator.trainingrun import reconcile as tr_reconcile
+from modelyard_operator.trainingrun.models import InvalidSpecError, parse_run
 
 SETTINGS = Settings(mlflow_tracking_uri="http://mlflow:5000")
 SPEC: dict[str, Any] = {
@@ -213,7 +213,7 @@ def test_deleted_run_is_ignored(kube: FakeKube) -> None:
     assert kube.created == []
 
 
-def test_transition_events_are_pure() -> None:
+def test_phase_events_are_pure() -> None:
     run = parse_run({"apiVersion": "modelyard.io/v1alpha1", "kind": "TrainingRun",
                      "metadata": {"name": "a", "namespace": "b", "uid": "c"}, "spec": SPEC})
-    assert tr_reconcile.transition_events({"phase": "Running"}, {"phase": "Running"}, run) == []
+    assert tr_reconcile.phase_events({"phase": "Running"}, {"phase": "Running"}, run) == []

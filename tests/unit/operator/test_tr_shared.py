@@ -84,4 +84,5 @@ def test_metrics_are_registered_under_the_contract_names() -> None:
 def test_entrypoint_loads_both_controllers() -> None:
     from modelyard_operator.__main__ import import_handlers
 
-    assert import_handlers() == ["modelyard_operator.tr_handlers", "modelyard_operator.md_handlers"]
+    assert import_handlers() == ["modelyard_operator.trainingrun.handlers",
+                                 "modelyard_operator.modeldeployment.handlers"]

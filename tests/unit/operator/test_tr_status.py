@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelyard_operator.tr_models import TrainingRun, parse_run
-from modelyard_operator.tr_status import job_status, job_view, trial_run_ids, waiting_message
+from modelyard_operator.trainingrun.models import TrainingRun, parse_run
+from modelyard_operator.trainingrun.status import job_status, job_view, trial_run_ids, waiting_message
 
 NOW = "2025-01-01T00:10:00Z"
 JOB_UID = "job-uid-1"

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from modelyard_operator import metrics
-from modelyard_operator.webhook import WebhookReceiver, parse_event, sign, verify
+from modelyard_operator.modeldeployment.webhook import WebhookReceiver, parse_event, sign, verify
 
 SECRET = "s3cret-value"
 BODY = json.dumps({

@@ -16,6 +16,8 @@ from modelyard_training.config import DatasetSpec
 from modelyard_training.datasets import load_dataset, redact_uri, split
 from modelyard_training.errors import EXIT_DATASET, DatasetUnavailable
 
+from tests.helpers import free_port
+
 
 def spec(**fields: Any) -> DatasetSpec:
     return DatasetSpec.model_validate(fields)
@@ -48,12 +50,6 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(("name", "rows", "features"), [("iris", 150, 4), ("wine", 178, 13), ("digits", 1797, 64)])
@@ -102,7 +98,7 @@ def test_csv_over_http(http_root: tuple[str, Path], table: pd.DataFrame) -> None
     ("uri_of", "expected"),
     [
         (lambda base, tmp: f"{base}/missing.csv", "returned HTTP 404"),
-        (lambda base, tmp: f"http://127.0.0.1:{closed_port()}/x.csv", "cannot reach"),
+        (lambda base, tmp: f"http://127.0.0.1:{free_port()}/x.csv", "cannot reach"),
         (lambda base, tmp: str(tmp / "nope.csv"), "does not exist (is its volume mounted?)"),
     ],
 )

@@ -4,7 +4,6 @@ logged, registered and promoted, and the exit codes of the failure paths."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +17,8 @@ from mlflow import MlflowClient
 from modelyard_training.__main__ import HTTP_DEFAULTS, main, run
 from modelyard_training.config import parse_config
 from modelyard_training.sweep import trial_params
+
+from tests.helpers import free_port
 
 from .conftest import Store, make_config, unique
 
@@ -274,19 +275,13 @@ def test_trial_mode_needs_the_completion_index(mlflow_store: Store) -> None:
     assert (code, message["reason"]) == (2, "InvalidConfig") and "JOB_COMPLETION_INDEX" in message["message"]
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_mlflow_unreachable_exits_4_within_seconds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The entrypoint's own retry defaults are under test: clear any the environment sets.
     for key in HTTP_DEFAULTS:
         monkeypatch.delenv(key, raising=False)
     termination = tmp_path / "termination-log"
     env = {
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MODELYARD_TRAINING_CONFIG": json.dumps(configure(unique("down"))),
         "MODELYARD_TERMINATION_LOG": str(termination),
     }

@@ -12,9 +12,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from modelyard_operator.md_builders import CONTAINER_PORT
-from modelyard_operator.md_models import VERSION_LABEL
-from modelyard_operator.md_rollout import pod_ready
+from modelyard_operator.modeldeployment.builders import CONTAINER_PORT
+from modelyard_operator.modeldeployment.models import VERSION_LABEL
+from modelyard_operator.modeldeployment.rollout import pod_ready
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard_operator.conditions import get_condition, set_condition, utc_now
-from modelyard_operator.md_builders import service_url
-from modelyard_operator.md_models import ModelDeployment
-from modelyard_operator.md_rollout import RolloutState
+from modelyard_operator.events import Event
+from modelyard_operator.modeldeployment.builders import service_url
+from modelyard_operator.modeldeployment.models import ModelDeployment
+from modelyard_operator.modeldeployment.rollout import RolloutState
 from modelyard_operator.registry import RegistryError, ResolvedVersion
 
 READY, RESOLVED, PROGRESSING, DEGRADED, RETRAINING = (
@@ -24,13 +25,6 @@ class Resolution:
 
     target: ResolvedVersion | None
     error: RegistryError | None
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 def _ready_condition(rollout: RolloutState, resolution: Resolution) -> tuple[str, str, str]:

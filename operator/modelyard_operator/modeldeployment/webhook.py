@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from modelyard_operator import metrics
-from modelyard_operator.watcher import RegistryWatcher
+from modelyard_operator.modeldeployment.watcher import RegistryWatcher
 
 logger = logging.getLogger(__name__)
 

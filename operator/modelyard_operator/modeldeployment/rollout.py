@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from modelyard_operator.md_models import VERSION_LABEL
+from modelyard_operator.modeldeployment.models import VERSION_LABEL
 
 Phase = Literal["Missing", "Progressing", "Complete", "LoadFailed", "Stalled"]
 

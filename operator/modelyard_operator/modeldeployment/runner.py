@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from modelyard_operator import API_VERSION, kube, metrics
-from modelyard_operator.conditions import set_condition, status_changed, utc_now
-from modelyard_operator.md_models import MD_KIND, MD_PLURAL, InvalidSpec, ModelDeployment, parse_md
-from modelyard_operator.md_reconcile import Outcome, event_object, reconcile
-from modelyard_operator.md_resolver import Resolver
-from modelyard_operator.md_status import READY, Event
+from modelyard_operator.conditions import set_condition, status_changed
+from modelyard_operator.events import Event, Outcome, post
+from modelyard_operator.modeldeployment.models import MD_KIND, MD_PLURAL, InvalidSpec, ModelDeployment, parse_md
+from modelyard_operator.modeldeployment.reconcile import reconcile
+from modelyard_operator.modeldeployment.resolver import Resolver
+from modelyard_operator.modeldeployment.status import READY
+from modelyard_operator.modeldeployment.watcher import MDKey, RegistryWatcher
 from modelyard_operator.settings import Settings
-from modelyard_operator.watcher import MDKey, RegistryWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +127,7 @@ class MDRunner:
         self._last_status[md.key] = outcome.status
 
     def post_events(self, md: ModelDeployment, events: list[Event]) -> None:
-        now = utc_now()
-        for event in events:
-            try:
-                kube.create(event_object(md, event, now))
-            except Exception:  # an Event is best effort; never fail a reconcile over it
-                logger.warning("could not post event %s for %s/%s", event.reason, *md.key,
-                               exc_info=True)
+        post(md.body, events)
 
     def _mark_invalid(self, key: MDKey, message: str) -> None:
         body = kube.get(API_VERSION, MD_KIND, key[0], key[1]) or {}

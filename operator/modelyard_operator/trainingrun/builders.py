@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelyard_operator.placement import GPU_RESOURCE, placement
 from modelyard_operator.settings import Settings
-from modelyard_operator.tr_models import COMMON_LABELS, MODE_LABEL, RUN_LABEL, Mode, TrainingRun
+from modelyard_operator.trainingrun.models import COMMON_LABELS, MODE_LABEL, RUN_LABEL, Mode, TrainingRun
 
 CONTAINER = "train"
-GPU_RESOURCE = "nvidia.com/gpu"
 # contracts.md: 2 = invalid config/hyperparameters, 3 = dataset unavailable. Retrying either
 # cannot succeed, so they fail the Job at once instead of burning backoffLimit.
 NON_RETRYABLE_EXIT_CODES = [2, 3]
@@ -71,22 +71,6 @@ def _resources(run: TrainingRun, settings: Settings) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _placement(run: TrainingRun, settings: Settings) -> dict[str, Any]:
-    node_selector = dict(run.spec.node_selector)
-    tolerations = list(run.spec.tolerations)
-    if run.spec.resources.gpu > 0:
-        # The user's selector wins on conflicting keys; operator GPU tolerations are added
-        # unless the user already listed the same one.
-        node_selector = {**settings.gpu_node_selector, **node_selector}
-        tolerations += [t for t in settings.gpu_tolerations if t not in tolerations]
-    placement: dict[str, Any] = {}
-    if node_selector:
-        placement["nodeSelector"] = node_selector
-    if tolerations:
-        placement["tolerations"] = tolerations
-    return placement
-
-
 def _container(run: TrainingRun, mode: Mode, settings: Settings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -123,7 +107,7 @@ def _pod_spec(run: TrainingRun, mode: Mode, settings: Settings) -> dict[str, Any
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "containers": [_container(run, mode, settings)],
-        **_placement(run, settings),
+        **placement(run.spec.node_selector, run.spec.tolerations, run.spec.resources.gpu, settings),
     }
     if run.spec.volumes:
         pod["volumes"] = run.spec.volumes

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelyard_operator.md_models import ModelRef
+from modelyard_operator.modeldeployment.models import ModelRef
 from modelyard_operator.registry import (
     ModelSnapshot,
     Registry,

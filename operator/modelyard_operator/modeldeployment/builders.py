@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelyard_operator.md_models import MD_LABEL, VERSION_LABEL, ModelDeployment
+from modelyard_operator.modeldeployment.models import MD_LABEL, VERSION_LABEL, ModelDeployment
+from modelyard_operator.placement import GPU_RESOURCE, placement
 from modelyard_operator.registry import ResolvedVersion
 from modelyard_operator.settings import Settings
 
 CONTAINER_NAME = "server"
 CONTAINER_PORT = 8080
 SERVICE_PORT = 80
-GPU_RESOURCE = "nvidia.com/gpu"
 # The model URI/name/version define what this Deployment serves; letting spec.env override
 # them would make status lie about the served version (the CRD rejects them too).
 RESERVED_ENV = ("MODELYARD_MODEL_URI", "MODELYARD_MODEL_NAME", "MODELYARD_MODEL_VERSION")
@@ -82,17 +82,7 @@ def _resources(md: ModelDeployment) -> dict[str, Any]:
 
 def _scheduling(md: ModelDeployment, settings: Settings) -> dict[str, Any]:
     spec = md.spec
-    node_selector = dict(spec.node_selector)
-    tolerations = list(spec.tolerations)
-    if spec.resources.gpu > 0:
-        # Operator GPU defaults first, user keys win; user tolerations are added, not replaced.
-        node_selector = {**settings.gpu_node_selector, **node_selector}
-        tolerations = [t for t in settings.gpu_tolerations if t not in tolerations] + tolerations
-    result: dict[str, Any] = {}
-    if node_selector:
-        result["nodeSelector"] = node_selector
-    if tolerations:
-        result["tolerations"] = tolerations
+    result = placement(spec.node_selector, spec.tolerations, spec.resources.gpu, settings)
     if spec.affinity:
         result["affinity"] = spec.affinity
     return result

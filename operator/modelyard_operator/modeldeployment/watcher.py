@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from modelyard_operator import metrics
-from modelyard_operator.md_models import ModelRef
-from modelyard_operator.md_resolver import Resolver, observation
+from modelyard_operator.modeldeployment.models import ModelRef
+from modelyard_operator.modeldeployment.resolver import Resolver, observation
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard_operator import kube
-from modelyard_operator.md_pods import get_json
+from modelyard_operator.modeldeployment.pods import get_json
 
 logger = logging.getLogger(__name__)
 

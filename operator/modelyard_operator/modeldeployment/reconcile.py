@@ -10,23 +10,22 @@ Safety rules encoded here:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard_operator import API_VERSION, kube
-from modelyard_operator.md_builders import (
+from modelyard_operator.events import Outcome
+from modelyard_operator.modeldeployment.builders import (
     build_deployment,
     build_hpa,
     build_pdb,
     build_service,
     build_service_monitor,
 )
-from modelyard_operator.md_models import MD_LABEL, VERSION_LABEL, ModelDeployment
-from modelyard_operator.md_pods import load_errors
-from modelyard_operator.md_resolver import Resolver
-from modelyard_operator.md_rollout import analyse
-from modelyard_operator.md_status import (
-    Event,
+from modelyard_operator.modeldeployment.models import MD_LABEL, VERSION_LABEL, ModelDeployment
+from modelyard_operator.modeldeployment.pods import load_errors
+from modelyard_operator.modeldeployment.resolver import Resolver
+from modelyard_operator.modeldeployment.rollout import analyse
+from modelyard_operator.modeldeployment.status import (
     Resolution,
     compute_status,
     retraining_condition,
@@ -40,16 +39,6 @@ SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 # install (e.g. kube-prometheus-stack added later) without an operator restart.
 CRD_CHECK_TTL = 30.0
 _crd_cache: dict[str, tuple[float, bool]] = {}
-
-
-@dataclass
-class Outcome:
-    status: dict[str, Any]
-    events: list[Event] = field(default_factory=list)
-    # Token the registry watcher compares against (version, or "!Reason").
-    observed: str = ""
-    registry_error: RegistryError | None = None
-    promotion: tuple[str, str] | None = None
 
 
 def crd_installed(name: str) -> bool:
@@ -76,15 +65,10 @@ def resolve(md: ModelDeployment, resolver: Resolver) -> Resolution:
         return Resolution(last_good(md), error)
 
 
-def _owned_by(obj: dict[str, Any] | None, md: ModelDeployment) -> bool:
-    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == md.uid for ref in refs)
-
-
 def _prune(md: ModelDeployment, api_version: str, kind: str) -> None:
     """Delete a child that the spec no longer asks for, but only one we created."""
     existing = kube.get(api_version, kind, md.namespace, md.name)
-    if existing is not None and _owned_by(existing, md):
+    if kube.owned_by(existing, md.uid):
         kube.delete(api_version, kind, md.namespace, md.name)
 
 
@@ -145,30 +129,8 @@ def reconcile(md: ModelDeployment, settings: Settings, resolver: Resolver) -> Ou
     return Outcome(
         status=status,
         events=transition_events(md.status, status),
+        body=md.body,
         observed=f"!{error.reason}" if error else str(after),
         registry_error=error,
         promotion=promotion,
     )
-
-
-def event_object(md: ModelDeployment, event: Event, now: str) -> dict[str, Any]:
-    """A core/v1 Event about ``md`` (pure; posted by the runner)."""
-    suffix = f"{time.time_ns():x}"
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{md.name}.{suffix}", "namespace": md.namespace},
-        "involvedObject": {
-            "apiVersion": API_VERSION, "kind": "ModelDeployment", "name": md.name,
-            "namespace": md.namespace, "uid": md.uid,
-        },
-        "type": event.type,
-        "reason": event.reason,
-        "message": event.message[:1024],
-        "source": {"component": "modelyard"},
-        "reportingComponent": "modelyard",
-        "reportingInstance": "modelyard-operator",
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from modelyard_operator.conditions import set_condition
-from modelyard_operator.kube import pod_termination_message
-from modelyard_operator.tr_builders import CONTAINER
-from modelyard_operator.tr_models import TrainingResult, TrainingRun, parse_result
+from modelyard_operator.kube import owned_by, pod_termination_message
+from modelyard_operator.trainingrun.builders import CONTAINER
+from modelyard_operator.trainingrun.models import TrainingResult, TrainingRun, parse_result
 
 JobState = Literal["active", "complete", "failed"]
 MESSAGE_LIMIT = 1024
@@ -40,12 +40,8 @@ def job_view(job: dict[str, Any]) -> JobView:
 
 def owned_pods(pods: list[dict[str, Any]], job: dict[str, Any]) -> list[dict[str, Any]]:
     """Pods whose controller is exactly this Job (a same-named predecessor's pods excluded)."""
-    uid = (job.get("metadata") or {}).get("uid")
-    return [
-        pod for pod in pods
-        if any(ref.get("uid") == uid for ref in (pod.get("metadata") or {}).get("ownerReferences")
-               or [])
-    ]
+    uid = str((job.get("metadata") or {}).get("uid"))
+    return [pod for pod in pods if owned_by(pod, uid)]
 
 
 def _finished_at(pod: dict[str, Any]) -> str:

@@ -6,15 +6,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard_operator import API_VERSION, kube
 from modelyard_operator.conditions import set_condition, status_changed, utc_now
+from modelyard_operator.events import Event, Outcome
 from modelyard_operator.metrics import RECONCILE_DURATION, RECONCILES, TRAININGRUN_METRIC, TRAININGRUNS
 from modelyard_operator.settings import Settings
-from modelyard_operator.tr_builders import build_job, job_name, primary_mode
-from modelyard_operator.tr_models import (
+from modelyard_operator.trainingrun.builders import build_job, job_name, primary_mode
+from modelyard_operator.trainingrun.models import (
     KIND,
     MODE_LABEL,
     RUN_LABEL,
@@ -24,23 +24,11 @@ from modelyard_operator.tr_models import (
     TrainingRun,
     parse_run,
 )
-from modelyard_operator.tr_status import job_status, job_view, owned_pods, trial_run_ids
-
-Event = tuple[str, str, str]  # (type, reason, message)
+from modelyard_operator.trainingrun.status import job_status, job_view, owned_pods, trial_run_ids
 
 
 class JobConflictError(RuntimeError):
     """A Job with the run's deterministic name exists but is not this run's."""
-
-
-@dataclass
-class Outcome:
-    """What one reconcile decided: the full status, Events to post, and whether it is over."""
-
-    status: dict[str, Any]
-    events: list[Event] = field(default_factory=list)
-    finished: bool = False
-    body: dict[str, Any] = field(default_factory=dict)
 
 
 def _ensure_job(run: TrainingRun, settings: Settings, mode: Mode) -> tuple[dict[str, Any], bool]:
@@ -54,7 +42,7 @@ def _ensure_job(run: TrainingRun, settings: Settings, mode: Mode) -> tuple[dict[
         existing, created = kube.create(build_job(run, settings, mode), owner=run.body), True
     else:
         created = False
-    if not _owned_by(existing, run.uid):
+    if not kube.owned_by(existing, run.uid):
         # e.g. a deleted run's Job still being garbage-collected when a same-named run is
         # created: mirroring it would report the old run's outcome as ours.
         raise JobConflictError(f"Job {job_name(run, mode)} belongs to another object; "
@@ -62,28 +50,23 @@ def _ensure_job(run: TrainingRun, settings: Settings, mode: Mode) -> tuple[dict[
     return existing, created
 
 
-def _owned_by(obj: dict[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
-
-
 def _pods(run: TrainingRun, mode: Mode) -> list[dict[str, Any]]:
     return kube.list_pods(run.namespace, f"{RUN_LABEL}={run.name},{MODE_LABEL}={mode}")
 
 
-def transition_events(old: dict[str, Any], new: dict[str, Any], run: TrainingRun) -> list[Event]:
+def phase_events(old: dict[str, Any], new: dict[str, Any], run: TrainingRun) -> list[Event]:
     """Events for phase transitions (pure): success, promotion, failure."""
     if old.get("phase") == new.get("phase"):
         return []
     if new["phase"] == "Succeeded":
-        events: list[Event] = [("Normal", "Succeeded", new.get("message", ""))]
+        events: list[Event] = [Event("Normal", "Succeeded", new.get("message", ""))]
         if new.get("promoted"):
-            events.append(("Normal", "Promoted", f"{run.spec.model.name} version "
+            events.append(Event("Normal", "Promoted", f"{run.spec.model.name} version "
                            f"{new.get('modelVersion')} is now alias {new.get('alias')!r}"))
         return events
     if new["phase"] == "Failed":
         failed = next(c for c in new["conditions"] if c["type"] == "Failed")
-        return [("Warning", "Failed", f"{failed['reason']}: {failed['message']}")]
+        return [Event("Warning", "Failed", f"{failed['reason']}: {failed['message']}")]
     return []
 
 
@@ -99,7 +82,7 @@ def reconcile(run: TrainingRun, settings: Settings, now: str | None = None) -> O
     mode = primary_mode(run)
     job, created = _ensure_job(run, settings, mode)
     if created:
-        events.append(("Normal", "Started", f"created training Job {job_name(run, mode)}"))
+        events.append(Event("Normal", "Started", f"created training Job {job_name(run, mode)}"))
     stage, trial_ids = "", None
     if run.spec.sweep is not None:
         trials = run.spec.sweep.trials
@@ -109,13 +92,13 @@ def reconcile(run: TrainingRun, settings: Settings, now: str | None = None) -> O
             job, created = _ensure_job(run, settings, "select")
             mode, stage = "select", f"selecting the best of {trials} trials"
             if created:
-                events.append(("Normal", "SelectingBest", f"{stage} (Job {job_name(run, mode)})"))
+                events.append(Event("Normal", "SelectingBest", f"{stage} (Job {job_name(run, mode)})"))
         else:
             done = int((job.get("status") or {}).get("succeeded") or 0)
             stage = f"sweep: {done}/{trials} trials completed"
     status = job_status(run, job, _pods(run, mode), now, stage, trial_ids)
-    events += transition_events(run.status, status, run)
-    return Outcome(status, events, status["phase"] in TERMINAL_PHASES, run.body)
+    events += phase_events(run.status, status, run)
+    return Outcome(status, events, run.body, finished=status["phase"] in TERMINAL_PHASES)
 
 
 def invalid_spec_status(body: dict[str, Any], error: InvalidSpecError) -> dict[str, Any]:

@@ -16,14 +16,14 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from modelyard_operator.md_models import InvalidSpec, ModelDeployment
-from modelyard_operator.md_resolver import Resolver
-from modelyard_operator.md_retrain import check_retrain
-from modelyard_operator.md_runner import MDRunner
+from modelyard_operator.modeldeployment.models import InvalidSpec, ModelDeployment
+from modelyard_operator.modeldeployment.resolver import Resolver
+from modelyard_operator.modeldeployment.retrain import check_retrain
+from modelyard_operator.modeldeployment.runner import MDRunner
+from modelyard_operator.modeldeployment.watcher import MDKey, RegistryWatcher
+from modelyard_operator.modeldeployment.webhook import WebhookReceiver
 from modelyard_operator.registry import Registry, RegistryError, RegistryUnavailable
 from modelyard_operator.settings import Settings
-from modelyard_operator.watcher import MDKey, RegistryWatcher
-from modelyard_operator.webhook import WebhookReceiver
 
 logger = logging.getLogger(__name__)
 

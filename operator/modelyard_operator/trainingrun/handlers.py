@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from modelyard_operator import GROUP, VERSION
+from modelyard_operator import GROUP, VERSION, events
 from modelyard_operator.settings import load_settings
-from modelyard_operator.tr_models import PLURAL, RUN_LABEL, TERMINAL_PHASES, InvalidSpecError
-from modelyard_operator.tr_reconcile import JobConflictError, sync_run
+from modelyard_operator.trainingrun.models import PLURAL, RUN_LABEL, TERMINAL_PHASES, InvalidSpecError
+from modelyard_operator.trainingrun.reconcile import JobConflictError, sync_run
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,8 @@ def _sync(namespace: str | None, name: str) -> None:
         raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_SECONDS) from error
     except JobConflictError as error:
         raise kopf.TemporaryError(str(error), delay=RETRY_SECONDS) from error
-    if outcome is None:
-        return
-    for type_, reason, message in outcome.events:
-        kopf.event(cast(kopf.Body, outcome.body), type=type_, reason=reason, message=message)
+    if outcome is not None:
+        events.post(outcome.body, outcome.events)
 
 
 @kopf.on.startup()

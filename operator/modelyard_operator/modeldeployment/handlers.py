@@ -11,8 +11,8 @@ from typing import Any
 import kopf
 
 from modelyard_operator import GROUP, VERSION
-from modelyard_operator.md_controller import MDController
-from modelyard_operator.md_models import MD_LABEL, MD_PLURAL, RETRAIN_LABEL
+from modelyard_operator.modeldeployment.controller import MDController
+from modelyard_operator.modeldeployment.models import MD_LABEL, MD_PLURAL, RETRAIN_LABEL
 from modelyard_operator.settings import load_settings
 
 OUR_DEPLOYMENTS: dict[str, Any] = {

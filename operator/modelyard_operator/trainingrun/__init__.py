@@ -1,0 +1,1 @@
+"""The TrainingRun controller: kopf handlers, typed spec, Job builders, reconcile and status."""
