@@ -100,7 +100,7 @@ lock: ## re-resolve the hash-pinned requirements.lock of each image
 	/tmp/modelyard-lock/bin/uv pip compile training-image/pyproject.toml -c tests/constraints.txt --generate-hashes \
 		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \
 		-o training-image/requirements.lock
-	/tmp/modelyard-lock/bin/uv pip compile k8s/images/mlflow/requirements.in -c tests/constraints.txt --generate-hashes \
+	/tmp/modelyard-lock/bin/uv pip compile k8s/images/mlflow/requirements.in --only-binary :all: --generate-hashes \
 		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \
 		-o k8s/images/mlflow/requirements.lock
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "k8s" / "local"))
 
 from localcluster import binaries  # noqa: E402
 from localcluster import cluster as localcluster  # noqa: E402
+from localcluster import node as localnode  # noqa: E402
 
 # Test namespaces share a per-session prefix and the session's operator watches only that
 # glob, so two pytest sessions on one cluster never reconcile each other's objects.
@@ -62,6 +63,8 @@ def cluster() -> Iterator[Cluster]:
 
     already_up = all(localcluster.status().values())
     info = localcluster.info() if already_up else localcluster.up()
+    if already_up:  # `make images` may have rebuilt them since the cluster started
+        localnode.load_images(info.state)
     kubectl = binaries.ensure_k8s()["kubectl"]
     c = Cluster(info.kubeconfig, info.host_ip, info.mlflow_uri, info.api_url, kubectl, info.state)
     c.api = config.new_client_from_config(str(info.kubeconfig))

@@ -10,6 +10,7 @@ Only missing binaries are fetched or built.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -71,7 +72,10 @@ def helm_cache_dir() -> Path:
 
 
 def addons_cache_dir() -> Path:
-    return cache_root() / f"addons-coredns-v{COREDNS_VERSION}-kwok-v{KWOK_VERSION}"
+    # keyed by the wrapper module's content too: CoreDNS's plugin set lives in its main.go
+    module = LOCAL_DIR / "gomod-addons"
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(module.rglob("*")) if f.is_file()))
+    return cache_root() / f"addons-coredns-v{COREDNS_VERSION}-kwok-v{KWOK_VERSION}-{digest.hexdigest()[:12]}"
 
 
 def _log(msg: str) -> None:

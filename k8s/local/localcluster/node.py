@@ -249,7 +249,7 @@ def start(state: Path, pki: PKI, api_url: str, host: str, admin_kubeconfig: Path
         procs.start("containerd", ["containerd", "--config", str(_containerd_config(state))], state)
     _wait_for("containerd", lambda: subprocess.run(
         ["ctr", "--address", containerd_address(state), "version"], capture_output=True).returncode == 0, 30)
-    images.load(containerd_address(state), containerd_root() / "imported")
+    load_images(state)
     _apply_addon_objects(admin_kubeconfig, host)
     if not procs.running("kubelet", state):
         procs.start("kubelet", [
@@ -283,6 +283,11 @@ def _kwok_config(state: Path) -> Path:
                                 check=True).stdout.strip()
     stages = [(Path(module_dir) / "kustomize" / "stage" / rel).read_text() for rel in KWOK_STAGES]
     return _write(state / "kwok.yaml", "\n---\n".join(stages))
+
+
+def load_images(state: Path) -> None:
+    """Import images that changed since the last import (pods then run the working tree)."""
+    images.load(containerd_address(state), containerd_root() / "imported")
 
 
 def _wait_for(what: str, check: Any, timeout: float) -> None:

@@ -1,7 +1,7 @@
-"""Static checks of the operator and serving images: Dockerfile shape and the dependency lock.
+"""Static checks of the images: the one Dockerfile's shape and the dependency locks.
 
-Docker is not needed: the Dockerfiles are read as text, the locks are compared with each
-component's pyproject.toml. tests/integration/test_chart_images.py installs the locks for real.
+The Dockerfile is read as text and the locks are compared with each component's pyproject.toml;
+tests/integration/test_images.py runs the built images as pods.
 """
 
 from __future__ import annotations
@@ -28,20 +28,40 @@ def lock_pins(component: str) -> dict[str, tuple[str, list[str]]]:
     return pins
 
 
-@pytest.mark.parametrize(("component", "package"), sorted(COMPONENTS.items()))
-def test_dockerfile_shape(component: str, package: str) -> None:
-    text = (REPO / component / "Dockerfile").read_text()
+DOCKERFILE = REPO / "k8s" / "images" / "Dockerfile"
+
+
+def test_one_parameterised_dockerfile_for_every_image() -> None:
+    assert not [p for p in REPO.glob("*/Dockerfile")], "images are built from k8s/images/Dockerfile only"
+    text = DOCKERFILE.read_text()
     instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert instructions[0] == "ARG PYTHON_IMAGE=python:3.11-slim", "the base must be selectable, slim by default"
     froms = [line for line in instructions if line.startswith("FROM ")]
     assert froms == ["FROM ${PYTHON_IMAGE} AS build", "FROM ${PYTHON_IMAGE}"], "multi-stage on the same base"
     assert "COPY --from=build /opt/venv /opt/venv" in instructions
     runtime = instructions[instructions.index("FROM ${PYTHON_IMAGE}") :]
-    assert not any(line.startswith("RUN pip") for line in runtime), "nothing is installed in the runtime stage"
+    assert not any("pip install" in line for line in runtime), "nothing is installed in the runtime stage"
     assert "USER 10001:10001" in runtime, "non-root, same uid as the chart's runAsUser"
-    assert runtime[-1] == f'ENTRYPOINT ["python", "-m", "{package}"]'
+    assert runtime[-1] == 'ENTRYPOINT ["/app/entrypoint"]'
     install = next(line for line in instructions if "pip install" in line)
     assert "--require-hashes" in install and "--no-deps" in install and "requirements.lock" in install
+
+
+def test_build_context_allows_only_what_the_images_copy() -> None:
+    allowed = {line[1:] for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    for component, package in {**COMPONENTS, "training-image": "modelyard_training"}.items():
+        assert {f"{component}/requirements.lock", f"{component}/{package}"} <= allowed
+    assert "k8s/images/mlflow/requirements.lock" in allowed
+
+
+def test_mlflow_image_runs_the_tested_mlflow() -> None:
+    pins = lock_pins("k8s/images/mlflow")
+    constraints = dict(line.split("==", 1) for line in (REPO / "tests" / "constraints.txt").read_text().splitlines()
+                       if "==" in line and not line.startswith("#"))
+    assert pins["mlflow"][0] == constraints["mlflow"].strip()
+    assert all(hashes for _, hashes in pins.values())
+    for driver in ("psycopg2-binary", "boto3", "azure-storage-blob", "google-cloud-storage"):
+        assert driver in pins, f"the MLflow image lacks {driver}"
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))

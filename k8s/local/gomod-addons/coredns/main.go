@@ -7,6 +7,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -17,7 +18,7 @@ import (
 )
 
 // Order matters: it is the order in which plugins see a query.
-var directives = []string{"errors", "health", "ready", "cache", "loadbalance", "kubernetes", "template"}
+var directives = []string{"bind", "errors", "health", "ready", "cache", "loadbalance", "kubernetes", "template"}
 
 func init() { dnsserver.Directives = directives }
 
