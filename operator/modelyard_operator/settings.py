@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     mlflow_credentials_secret: str | None = None
     training_image: str = "modelyard-training:0.1.0"
     serving_image: str = "modelyard-serving:0.1.0"
+    # The non-root uid/gid every pod runs as: the USER of k8s/images/Dockerfile. Images of
+    # your own that run as another uid set this (Pod Security "restricted" needs a numeric one).
+    pod_uid: int = Field(default=10001, gt=0)
     gpu_node_selector: dict[str, str] = Field(
         default_factory=lambda: {"nvidia.com/gpu.present": "true"}
     )

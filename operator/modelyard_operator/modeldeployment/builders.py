@@ -6,6 +6,7 @@ from typing import Any
 
 from modelyard_operator.modeldeployment.models import MD_LABEL, VERSION_LABEL, ModelDeployment
 from modelyard_operator.placement import GPU_RESOURCE, placement
+from modelyard_operator.podsecurity import container_security_context, pod_security_context, with_tmp
 from modelyard_operator.registry import ResolvedVersion
 from modelyard_operator.settings import Settings
 
@@ -17,8 +18,6 @@ SERVICE_PORT = 80
 RESERVED_ENV = ("MODELYARD_MODEL_URI", "MODELYARD_MODEL_NAME", "MODELYARD_MODEL_VERSION")
 DEFAULT_CPU = "250m"
 DEFAULT_MEMORY = "512Mi"
-# A fixed non-root UID: runAsNonRoot alone is rejected for images whose USER is a name.
-RUN_AS_USER = 65532
 
 
 def common_labels(md: ModelDeployment) -> dict[str, str]:
@@ -109,13 +108,8 @@ def _container(md: ModelDeployment, version: ResolvedVersion, settings: Settings
             "initialDelaySeconds": 30, "periodSeconds": 10, "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": container_security_context(),
+        "volumeMounts": with_tmp([], [])[1],
     }
     if settings.mlflow_credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.mlflow_credentials_secret}}]
@@ -144,15 +138,9 @@ def build_deployment(
             "spec": {
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": RUN_AS_USER,
-                    "runAsGroup": RUN_AS_USER,
-                    "fsGroup": RUN_AS_USER,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": pod_security_context(settings),
                 "containers": [_container(md, version, settings)],
-                "volumes": [{"name": "tmp", "emptyDir": {}}],
+                "volumes": with_tmp([], [])[0],
                 **_scheduling(md, settings),
             },
         },

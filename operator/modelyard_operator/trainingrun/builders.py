@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from modelyard_operator.placement import GPU_RESOURCE, placement
+from modelyard_operator.podsecurity import container_security_context, pod_security_context, with_tmp
 from modelyard_operator.settings import Settings
 from modelyard_operator.trainingrun.models import COMMON_LABELS, MODE_LABEL, RUN_LABEL, Mode, TrainingRun
 
@@ -82,11 +83,7 @@ def _container(run: TrainingRun, mode: Mode, settings: Settings) -> dict[str, An
         # (OOM, import error) the log tail still explains the failure.
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security_context(),
     }
     if settings.mlflow_credentials_secret:
         # Credentials stay in the Secret; optional so a missing Secret fails in MLflow with a
@@ -94,8 +91,7 @@ def _container(run: TrainingRun, mode: Mode, settings: Settings) -> dict[str, An
         container["envFrom"] = [
             {"secretRef": {"name": settings.mlflow_credentials_secret, "optional": True}}
         ]
-    if run.spec.volume_mounts:
-        container["volumeMounts"] = run.spec.volume_mounts
+    container["volumeMounts"] = with_tmp(run.spec.volumes, run.spec.volume_mounts)[1]
     return container
 
 
@@ -106,11 +102,11 @@ def _pod_spec(run: TrainingRun, mode: Mode, settings: Settings) -> dict[str, Any
         # Training never calls the Kubernetes API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "securityContext": pod_security_context(settings),
         "containers": [_container(run, mode, settings)],
+        "volumes": with_tmp(run.spec.volumes, run.spec.volume_mounts)[0],
         **placement(run.spec.node_selector, run.spec.tolerations, run.spec.resources.gpu, settings),
     }
-    if run.spec.volumes:
-        pod["volumes"] = run.spec.volumes
     return pod
 
 

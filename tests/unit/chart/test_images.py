@@ -84,3 +84,15 @@ def test_lock_pins_every_dependency_with_hashes(component: str) -> None:
 
 def test_serving_image_does_not_carry_the_operator_framework() -> None:
     assert "kopf" not in lock_pins("serving")
+
+
+def test_pods_run_as_the_image_uid() -> None:
+    import yaml
+    from modelyard_operator.settings import Settings
+
+    user = next(line for line in DOCKERFILE.read_text().splitlines() if line.startswith("USER "))
+    uid = int(user.split()[1].split(":")[0])
+    assert Settings().pod_uid == uid
+    values = yaml.safe_load((REPO / "helm" / "modelyard" / "values.yaml").read_text())
+    assert values["operator"]["podSecurityContext"]["runAsUser"] == uid
+    assert values["mlflow"]["podSecurityContext"]["runAsUser"] == uid

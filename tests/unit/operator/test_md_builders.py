@@ -60,8 +60,8 @@ GOLDEN_DEPLOYMENT: dict[str, Any] = {
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "securityContext": {
-                    "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                    "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"},
+                    "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                    "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"},
                 },
                 "containers": [{
                     "name": "server",
@@ -89,6 +89,7 @@ GOLDEN_DEPLOYMENT: dict[str, Any] = {
                     "securityContext": {
                         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                         "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 }],

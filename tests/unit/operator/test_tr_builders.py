@@ -23,9 +23,16 @@ LABELS = {
 }
 SECURITY = {
     "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# the image's uid (k8s/images/Dockerfile), as Pod Security "restricted" wants it
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 FAILURE_POLICY = {
     "rules": [
         {"action": "FailJob",
@@ -65,6 +72,7 @@ def container(mode: str, spec: dict[str, Any], **overrides: Any) -> dict[str, An
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": SECURITY,
+        "volumeMounts": [TMP_MOUNT],
         **overrides,
     }
 
@@ -85,7 +93,9 @@ def job(name: str, mode: str, pod_spec_extra: dict[str, Any], container_: dict[s
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
+                    "securityContext": POD_SECURITY,
                     "containers": [container_],
+                    "volumes": [TMP_VOLUME],
                     **pod_spec_extra,
                 },
             },
@@ -188,13 +198,13 @@ def test_csv_job_with_volumes_golden() -> None:
     ours = container("single", CSV_SPEC)
     expected = job(
         "iris-1-train", "single",
-        {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}]},
+        {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}, TMP_VOLUME]},
         {
             **ours,
             "image": "registry.example.com/custom-training:1.2",
             # user env first; the operator's own variables win over user duplicates
             "env": [{"name": "OMP_NUM_THREADS", "value": "1"}, *ours["env"]],
-            "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}, TMP_MOUNT],
         },
     )
     assert build_job(make_run(CSV_SPEC), SETTINGS) == expected
@@ -238,3 +248,12 @@ def test_job_names_are_deterministic() -> None:
 def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidSpecError, match=field.replace(".", r"\.")):
         make_run(spec)
+
+
+def test_a_user_mount_at_tmp_replaces_the_operator_emptydir() -> None:
+    spec = {**BASIC_SPEC, "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}]}
+    pod = build_job(make_run(spec), SETTINGS)["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"medium": "Memory"}}]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "scratch", "mountPath": "/tmp"}]
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
