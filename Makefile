@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)/k8s/local
 HELM = $(shell PYTHONPATH=$(CURDIR)/k8s/local $(BIN)/python -c 'from localcluster import binaries; print(binaries.ensure_helm())' 2>/dev/null | tail -1)
 COMPONENTS := operator serving training-image
 
-.PHONY: help host-deps dev binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
+.PHONY: help host-deps dev prereqs binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
         bench bench-serving images kind-up kind-down kind-load deploy demo clean
 
 help: ## list targets
@@ -39,13 +39,17 @@ dev: $(BIN)/python host-deps ## create .venv with the three components (editable
 binaries: ## fetch or build the pinned Kubernetes, etcd and helm binaries (cached outside the repo)
 	$(BIN)/python -m localcluster binaries
 
-test: binaries images ## the whole suite: unit + integration (starts the local cluster and MLflow)
+# Binaries (CPU-bound Go builds) and images (mostly downloads and unpacking) overlap well.
+prereqs: ## binaries and images, side by side
+	$(MAKE) --no-print-directory -j2 binaries images
+
+test: prereqs ## the whole suite: unit + integration (starts the local cluster and MLflow)
 	$(BIN)/pytest tests -ra
 
 test-unit: ## unit tests only (no cluster)
 	$(BIN)/pytest tests/unit -ra
 
-test-integration: binaries images ## integration tests only
+test-integration: prereqs ## integration tests only
 	$(BIN)/pytest tests/integration -ra
 
 lint: ## ruff
@@ -55,7 +59,7 @@ typecheck: ## mypy
 	$(BIN)/mypy operator/modelyard_operator serving/modelyard_serving training-image/modelyard_training \
 		k8s/local/localcluster k8s/local/prometheus_crds.py
 
-cluster-up: binaries images ## start the local control plane, the real local node and MLflow
+cluster-up: prereqs ## start the local control plane, the real local node and MLflow
 	$(BIN)/python -m localcluster up
 
 cluster-down: ## stop it and delete its data
@@ -104,7 +108,7 @@ lock: ## re-resolve the hash-pinned requirements.lock of each image
 		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \
 		-o k8s/images/mlflow/requirements.lock
 
-demo: $(if $(filter local,$(CLUSTER)),binaries images) ## train, register, deploy, predict, promote, roll (CLUSTER=local|kind|aks)
+demo: $(if $(filter local,$(CLUSTER)),prereqs) ## train, register, deploy, predict, promote, roll (CLUSTER=local|kind|aks)
 	$(BIN)/python -m localcluster.demo --cluster $(CLUSTER)
 
 clean: cluster-down

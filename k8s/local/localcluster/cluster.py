@@ -125,7 +125,8 @@ def up() -> ClusterInfo:
             f"--kubelet-client-key={p('apiserver-kubelet-client.key')}",
             f"--kubelet-certificate-authority={p('ca.crt')}",
             "--kubelet-preferred-address-types=InternalIP",
-            "--endpoint-reconciler-type=none",  # a single static apiserver; no endpoint lease churn
+            # the default (lease) reconciler keeps the `kubernetes` Service's endpoints, which
+            # in-cluster clients (the chart's operator pod) reach through kube-proxy
         ], state)
     _wait("kube-apiserver", lambda: _https_ok(f"{api_url}/readyz", pki), 60, logs / "kube-apiserver.log")
 

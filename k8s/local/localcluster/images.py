@@ -77,7 +77,9 @@ def docker_engine() -> bool:
 
 def _storage_args() -> list[str]:
     root = binaries.cache_root() / "containers" / "storage"
-    return ["--root", str(root), "--runroot", "/run/modelyard-buildah", "--storage-driver", "overlay"]
+    # one run root per storage root, so two caches (e.g. a cold CI check) never share locks
+    runroot = f"/run/modelyard-buildah-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+    return ["--root", str(root), "--runroot", runroot, "--storage-driver", "overlay"]
 
 
 def buildah(*args: str, capture: bool = False) -> str:
