@@ -1,8 +1,8 @@
 """`helm install` into the local cluster, then the full flow under the chart's identity.
 
-The local node runs the operator pod (image modelyard-operator:<appVersion>) as
-`python -m modelyard_operator` from the dev venv, with the pod's projected ServiceAccount token
-as its only credentials: no kubeconfig reaches it. A TrainingRun trains and registers a model,
+The local node runs the operator pod (image modelyard-operator:<appVersion>, built here) under
+the real kubelet and containerd, with the pod's projected ServiceAccount token as its only
+credentials: no kubeconfig reaches it. A TrainingRun trains and registers a model,
 a ModelDeployment serves it, and a prediction comes back from the serving pod. That proves the
 chart's RBAC sufficient; tests/unit/chart/test_chart_rbac.py proves it minimal.
 
@@ -46,9 +46,9 @@ def chart_namespace(cluster: Any) -> Iterator[str]:
     """A namespace outside the session operator's watch pattern (it watches <session>-*)."""
     name = f"chart-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api)
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"modelyard.io/test": "true"}))
-    )
+    # Pod Security "restricted": the chart's operator, MLflow, training and serving pods must pass.
+    labels = {"modelyard.io/test": "true", "pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     wait_for(lambda: core.read_namespaced_service_account("default", name), 30, 1, "default ServiceAccount")
     yield name
     core.delete_namespace(name, propagation_policy="Background")
@@ -102,18 +102,8 @@ def custom(cluster: Any, namespace: str, plural: str, name: str) -> dict[str, An
     return dict(objects.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))  # type: ignore[call-overload]
 
 
-def test_chart_install_runs_the_full_flow_under_its_service_account(cluster: Any, release: dict[str, Any]) -> None:
-    ns = release["namespace"]
-    assert f"kubectl -n {ns} rollout status deployment/{release['name']}-modelyard-operator" in release["notes"]
-
-    # The operator runs as the chart's ServiceAccount and has no other credentials.
-    pod = operator_pod(cluster, release)
-    assert pod.spec.service_account_name == f"{release['name']}-modelyard-operator"
-    assert pod.status.phase == "Running"
-    container = pod.spec.containers[0]
-    assert not [e.name for e in container.env or [] if e.name == "KUBECONFIG"]
-    assert container.security_context.read_only_root_filesystem is True
-
+def train_serve_predict(cluster: Any, ns: str) -> dict[str, Any]:
+    """TrainingRun -> registered version -> ModelDeployment Ready -> a prediction from its pod."""
     model = f"chart-{ns}"
     train = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -163,6 +153,23 @@ def test_chart_install_runs_the_full_flow_under_its_service_account(cluster: Any
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         answer = json.loads(response.read())
+    return dict(answer)
+
+
+
+def test_chart_install_runs_the_full_flow_under_its_service_account(cluster: Any, release: dict[str, Any]) -> None:
+    ns = release["namespace"]
+    assert f"kubectl -n {ns} rollout status deployment/{release['name']}-modelyard-operator" in release["notes"]
+
+    # The operator runs as the chart's ServiceAccount and has no other credentials.
+    pod = operator_pod(cluster, release)
+    assert pod.spec.service_account_name == f"{release['name']}-modelyard-operator"
+    assert pod.status.phase == "Running"
+    container = pod.spec.containers[0]
+    assert not [e.name for e in container.env or [] if e.name == "KUBECONFIG"]
+    assert container.security_context.read_only_root_filesystem is True
+
+    answer = train_serve_predict(cluster, ns)
     assert answer["modelVersion"] == "1", answer
 
     # Nothing was refused along the way: the grants were sufficient.
@@ -203,3 +210,55 @@ def test_chart_upgrade_keeps_the_generated_webhook_secret(cluster: Any, release:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert core.read_namespaced_secret(secret_name, release["namespace"]).data == before
+
+
+@pytest.fixture
+def bundled_release(cluster: Any, chart_namespace: str, crds: Any) -> Iterator[dict[str, Any]]:
+    """The chart with its defaults for MLflow: the bundled server (modelyard-mlflow image)."""
+    name = f"my-{uuid.uuid4().hex[:6]}"
+    values = [
+        # the local cluster has no storage provisioner: the bundled MLflow keeps data in an emptyDir
+        "mlflow.persistence.enabled=false",
+        "mlflow.workers=1",
+        "config.pollInterval=3",
+        f"config.namespaces={{{chart_namespace}}}",
+    ]
+    proc = chartlib.helm(
+        "install", name, str(chartlib.CHART), "--namespace", chart_namespace, "--skip-crds",
+        "--wait", "--timeout", "5m", *chartlib.values_args("defaults", values), env=helm_env(cluster),
+    )  # fmt: skip
+    assert proc.returncode == 0, f"helm install failed:\n{proc.stdout}\n{proc.stderr}"
+    try:
+        yield {"name": name, "namespace": chart_namespace, "mode": "bundled", "notes": proc.stdout}
+    finally:
+        chartlib.helm("uninstall", name, "--namespace", chart_namespace, "--wait", env=helm_env(cluster))
+
+
+def test_bundled_mlflow_is_reached_by_service_name_and_the_operator_root_is_read_only(
+    cluster: Any, bundled_release: dict[str, Any]
+) -> None:
+    ns, name = bundled_release["namespace"], bundled_release["name"]
+    pod = operator_pod(cluster, bundled_release)
+    # The operator's image cannot be written to at runtime.
+    write = cluster.kubectl("-n", ns, "exec", pod.metadata.name, "--", "python", "-c", "open('/app/x', 'w')",
+                            check=False)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
+    # Everyone talks to MLflow by its Service DNS name: resolved by CoreDNS, routed by kube-proxy.
+    env = {e.name: e.value for e in pod.spec.containers[0].env or []}
+    mlflow_url = f"http://{name}-modelyard-mlflow.{ns}.svc:5000"
+    assert env["MODELYARD_MLFLOW_TRACKING_URI"] == mlflow_url
+
+    answer = train_serve_predict(cluster, ns)
+    assert answer["modelVersion"] == "1", answer
+
+    # The version lives in the bundled server, not in the host's MLflow.
+    core = client.CoreV1Api(cluster.api)
+    ip = core.read_namespaced_service(f"{name}-modelyard-mlflow", ns).spec.cluster_ip
+    query = f"http://{ip}:5000/api/2.0/mlflow/registered-models/get?name=chart-{ns}"
+    with urllib.request.urlopen(query, timeout=10) as response:
+        registered = json.loads(response.read())["registered_model"]
+    assert registered["latest_versions"][0]["version"] == "1"
+    run = custom(cluster, ns, "trainingruns", "iris")
+    training_pods = core.list_namespaced_pod(ns, label_selector="modelyard.io/trainingrun=iris").items
+    env_of_job = {e.name: e.value for e in training_pods[0].spec.containers[0].env or []}
+    assert env_of_job["MLFLOW_TRACKING_URI"] == mlflow_url, run["status"]

@@ -20,11 +20,11 @@ from . import binaries, network, node, procs
 from .pki import PKI
 
 REPO = Path(__file__).resolve().parents[3]
-ETCD_PORT = int(os.environ.get("MODELYARD_ETCD_PORT", "2379"))
-API_PORT = int(os.environ.get("MODELYARD_API_PORT", "6443"))
-MLFLOW_PORT = int(os.environ.get("MODELYARD_MLFLOW_PORT", "5000"))
-CM_PORT = int(os.environ.get("MODELYARD_CM_PORT", "10257"))
-SCHEDULER_PORT = int(os.environ.get("MODELYARD_SCHEDULER_PORT", "10259"))
+ETCD_PORT = procs.env_port("ETCD", 2379)
+API_PORT = procs.env_port("API", 6443)
+MLFLOW_PORT = procs.env_port("MLFLOW", 5000)
+CM_PORT = procs.env_port("CM", 10257)
+SCHEDULER_PORT = procs.env_port("SCHEDULER", 10259)
 SERVICE_CIDR = "10.96.0.0/16"
 CONTROL_PLANE = ["scheduler", "controller-manager", "kube-apiserver", "etcd"]
 COMPONENTS = [*node.COMPONENTS, *CONTROL_PLANE]

@@ -88,6 +88,8 @@ def train(kubectl: Kubectl, path: str, name: str, **overrides: Any) -> str:
     kubectl("wait", f"trainingrun/{name}", "-n", NS, "--for=jsonpath={.status.phase}=Succeeded",
             "--timeout=300s", show=True)
     kubectl("get", "trainingruns", "-n", NS, show=True)
+    print(f"$ kubectl logs -n {NS} -l modelyard.io/trainingrun={name} --tail=3")
+    print(kubectl("logs", "-n", NS, "-l", f"modelyard.io/trainingrun={name}", "--tail=3").rstrip())
     return kubectl("get", f"trainingrun/{name}", "-n", NS, "-o", "jsonpath={.status.modelVersion}")
 
 
@@ -131,6 +133,8 @@ def main() -> None:
         kubectl = Kubectl(shutil.which("kubectl") or "kubectl", None)
     kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=120s")
     kubectl("create", "namespace", NS)
+    # every pod modelyard creates is admitted under Pod Security "restricted"
+    kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted", show=True)
 
     say("1. Train a logistic regression on iris; promote it to @champion if f1_macro >= 0.8")
     v1 = train(kubectl, "k8s/examples/trainingrun-promotion.yaml", "iris-logreg",

@@ -65,7 +65,7 @@ def _log(msg: str) -> None:
 
 
 def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, text=True, **kw)  # type: ignore[call-overload,no-any-return]
+    return subprocess.run(cmd, check=True, text=True, **kw)  # type: ignore[call-overload]
 
 
 def docker_engine() -> bool:

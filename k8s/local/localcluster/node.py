@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -32,13 +31,13 @@ NODE_NAME = "modelyard-local"
 GPU_NODES = ["modelyard-gpu-1", "modelyard-gpu-2"]
 GPU_LABEL = ("nvidia.com/gpu.present", "true")
 CLUSTER_DNS = "10.96.0.10"
-KUBELET_PORT = int(os.environ.get("MODELYARD_KUBELET_PORT", "10250"))
-KUBELET_HEALTHZ_PORT = int(os.environ.get("MODELYARD_KUBELET_HEALTHZ_PORT", "10248"))
-PROXY_METRICS_PORT = int(os.environ.get("MODELYARD_PROXY_METRICS_PORT", "10249"))
-PROXY_HEALTHZ_PORT = int(os.environ.get("MODELYARD_PROXY_HEALTHZ_PORT", "10256"))
-DNS_HEALTH_PORT = int(os.environ.get("MODELYARD_DNS_HEALTH_PORT", "10254"))
-DNS_READY_PORT = int(os.environ.get("MODELYARD_DNS_READY_PORT", "10255"))
-KWOK_PORT = int(os.environ.get("MODELYARD_KWOK_PORT", "10247"))
+KUBELET_PORT = procs.env_port("KUBELET", 10250)
+KUBELET_HEALTHZ_PORT = procs.env_port("KUBELET_HEALTHZ", 10248)
+PROXY_METRICS_PORT = procs.env_port("PROXY_METRICS", 10249)
+PROXY_HEALTHZ_PORT = procs.env_port("PROXY_HEALTHZ", 10256)
+DNS_HEALTH_PORT = procs.env_port("DNS_HEALTH", 10254)
+DNS_READY_PORT = procs.env_port("DNS_READY", 10255)
+KWOK_PORT = procs.env_port("KWOK", 10247)
 FORWARD_CHAIN = "MODELYARD-FORWARD"
 COMPONENTS = ["kwok", "coredns", "kube-proxy", "kubelet", "containerd"]
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}

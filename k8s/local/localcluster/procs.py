@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 
 
+def env_port(name: str, default: int) -> int:
+    """A port the user may move with ``MODELYARD_<NAME>_PORT`` (two clusters on one host)."""
+    return int(os.environ.get(f"MODELYARD_{name}_PORT", str(default)))
+
+
 def start(name: str, argv: list[str], state: Path, env: dict[str, str] | None = None) -> int:
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
