@@ -40,7 +40,7 @@ LATENCY_BUCKETS: Sequence[float] = (
 # Regressor outputs, binned so a canary's output distribution can be compared with stable's
 # (the operator's divergence gate). Symmetric 1-2.5-5 steps cover typical targets from 0.01 to
 # 10^4 either side of zero; everything beyond lands in the outermost bins.
-_POSITIVE_OUTPUT_BOUNDS = tuple(m * 10.0**e for e in range(-2, 4) for m in (1.0, 2.5, 5.0)) + (1e4,)
+_POSITIVE_OUTPUT_BOUNDS = (*(m * 10.0**e for e in range(-2, 4) for m in (1.0, 2.5, 5.0)), 1e4)
 OUTPUT_BUCKETS: Sequence[float] = (
     *(-b for b in reversed(_POSITIVE_OUTPUT_BOUNDS)),
     0.0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -159,7 +160,7 @@ class Rollout(_Camel):
         steps = self.steps
         if not steps or steps[-1] != 100 or any(not 1 <= s <= 100 for s in steps):
             raise ValueError("spec.rollout.steps must be percentages in 1..100 ending at 100")
-        if any(a >= b for a, b in zip(steps, steps[1:], strict=False)):
+        if any(a >= b for a, b in pairwise(steps)):
             raise ValueError("spec.rollout.steps must be strictly ascending")
         return self
 

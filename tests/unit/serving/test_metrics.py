@@ -121,7 +121,8 @@ def test_regressor_outputs_fill_a_histogram_for_the_canary_divergence_gate(regis
     assert value(m, f"{name}_bucket", le="+Inf", **labels) == 4
     bounds = sorted(float(dict(k)["le"]) for (n, k) in m if n == f"{name}_bucket" and dict(k)["le"] != "+Inf")
     assert bounds[0] == -1e4 and bounds[-1] == 1e4 and 0.0 in bounds
-    assert value(m, "modelyard_serving_predictions_total", model_name="diabetes", model_version="1", **{"class": ""}) == 4
+    rows = value(m, "modelyard_serving_predictions_total", **labels, **{"class": ""})
+    assert rows == 4
 
 
 def test_classifiers_do_not_fill_the_output_histogram(iris_client: TestClient) -> None:
