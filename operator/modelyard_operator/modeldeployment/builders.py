@@ -23,6 +23,7 @@ SERVICE_PORT = 80
 RESERVED_ENV = ("MODELYARD_MODEL_URI", "MODELYARD_MODEL_NAME", "MODELYARD_MODEL_VERSION")
 DEFAULT_CPU = "250m"
 DEFAULT_MEMORY = "512Mi"
+PRESTOP_SECONDS = 3
 
 
 def common_labels(md: ModelDeployment) -> dict[str, str]:
@@ -116,6 +117,10 @@ def _container(md: ModelDeployment, version: ResolvedVersion, settings: Settings
         "securityContext": container_security_context(),
         "volumeMounts": with_tmp([], [])[1],
     }
+    if md.spec.rollout.strategy != "Rolling":
+        # Canary/Shadow delete whole sides at once: a terminating pod keeps answering while
+        # its endpoint is withdrawn, so clients holding the old endpoint list see no error.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}}
     if settings.mlflow_credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.mlflow_credentials_secret}}]
     return container

@@ -140,3 +140,13 @@ def test_a_rejection_degrades_while_the_registry_still_wants_it() -> None:
     assert "divergence" in degraded["message"] and "still serving version 3" in degraded["message"]
     moved_on = get_condition(status_with(record, "3")["conditions"], "Degraded")
     assert moved_on is not None and moved_on["status"] == "False"
+
+
+def test_progressive_strategies_drain_pods_before_they_stop() -> None:
+    rolling = build_deployment(md({"model": {"name": "iris", "alias": "champion"}}), V3, settings())
+    assert "lifecycle" not in rolling["spec"]["template"]["spec"]["containers"][0]
+    canary_md = md({"model": {"name": "iris", "alias": "champion"}, "rollout": {"strategy": "Canary"}})
+    for built in (build_deployment(canary_md, V3, settings()),
+                  build_candidate_deployment(canary_md, V3, settings(), 1)):
+        container = built["spec"]["template"]["spec"]["containers"][0]
+        assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 3}}}
