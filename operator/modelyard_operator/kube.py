@@ -205,6 +205,21 @@ def patch_status(
     return _as_dict(result)
 
 
+def merge_patch(
+    api_version: str, kind: str, namespace: str | None, name: str, patch: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Merge-patch the object itself (e.g. drop a consumed annotation); None when it is gone."""
+    try:
+        result = _client().patch(
+            _resource(api_version, kind), body=patch, name=name, namespace=namespace,
+            content_type="application/merge-patch+json", field_manager=FIELD_MANAGER,
+            _request_timeout=REQUEST_TIMEOUT, serialize=False,
+        )
+    except NotFoundError:
+        return None
+    return _as_dict(result)
+
+
 def crd_exists(name: str) -> bool:
     """Whether a CRD (e.g. ``servicemonitors.monitoring.coreos.com``) is installed.
 

@@ -162,6 +162,34 @@ class Registry:
             raise self._unavailable(error) from error
         return _resolved(mv)
 
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        """Tags of one version (read fresh: unlike the version's source, tags change)."""
+        try:
+            mv = self._client.get_model_version(name, version)
+        except MlflowException as error:
+            raise self._map(error, f"version {version} of model {name!r} not found") from error
+        except Exception as error:
+            raise self._unavailable(error) from error
+        return {str(k): str(v) for k, v in (mv.tags or {}).items()}
+
+    def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        """Set a tag on a version: the operator's one registry write besides revertAlias."""
+        try:
+            self._client.set_model_version_tag(name, version, key, value)
+        except MlflowException as error:
+            raise self._map(error, f"version {version} of model {name!r} not found") from error
+        except Exception as error:
+            raise self._unavailable(error) from error
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version`` (rollback.revertAlias only)."""
+        try:
+            self._client.set_registered_model_alias(name, alias, version)
+        except MlflowException as error:
+            raise self._map(error, f"registered model {name!r} not found") from error
+        except Exception as error:
+            raise self._unavailable(error) from error
+
     def ensure_webhook(self, url: str, secret: str | None) -> str:
         """Register (or refresh) the operator's webhook in MLflow; idempotent by URL.
 

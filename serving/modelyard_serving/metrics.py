@@ -37,6 +37,16 @@ LATENCY_BUCKETS: Sequence[float] = (
     2.5,
 )
 
+# Regressor outputs, binned so a canary's output distribution can be compared with stable's
+# (the operator's divergence gate). Symmetric 1-2.5-5 steps cover typical targets from 0.01 to
+# 10^4 either side of zero; everything beyond lands in the outermost bins.
+_POSITIVE_OUTPUT_BOUNDS = (*(m * 10.0**e for e in range(-2, 4) for m in (1.0, 2.5, 5.0)), 1e4)
+OUTPUT_BUCKETS: Sequence[float] = (
+    *(-b for b in reversed(_POSITIVE_OUTPUT_BOUNDS)),
+    0.0,
+    *_POSITIVE_OUTPUT_BOUNDS,
+)
+
 
 class ServingMetrics:
     def __init__(self) -> None:
@@ -62,6 +72,19 @@ class ServingMetrics:
             ["model_name", "model_version", "class"],
             registry=r,
         )
+        self.outputs = Histogram(
+            f"{PREFIX}_prediction_value",
+            "Regressor outputs (classifiers count by class in _predictions instead).",
+            ["model_name", "model_version"],
+            buckets=OUTPUT_BUCKETS,
+            registry=r,
+        )
+        self.model_errors = Counter(
+            f"{PREFIX}_model_errors",
+            "Requests whose validated input the model failed to predict (answered 422).",
+            ["model_name", "model_version"],
+            registry=r,
+        )
         self.model_info = Gauge(
             f"{PREFIX}_model_info",
             "1 for the model this server loaded.",
@@ -75,12 +98,16 @@ class ServingMetrics:
         self._latency_children: dict[str, Any] = {}
         self._class_children: dict[Any, Any] = {}
         self._model_labels: tuple[str, str] = ("", "")
+        self._outputs: Any = None
+        self._model_errors: Any = None
 
     def set_model(self, name: str, version: str, flavor: str, load_seconds: float) -> None:
         self.model_info.labels(name, version, flavor).set(1)
         self.model_ready.set(1)
         self.load_seconds.set(load_seconds)
         self._model_labels = (name, version)
+        self._outputs = self.outputs.labels(name, version)
+        self._model_errors = self.model_errors.labels(name, version)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -93,9 +120,22 @@ class ServingMetrics:
             hist = self._latency_children[route] = self.latency.labels(route)
         hist.observe(seconds)
 
+    def count_model_error(self) -> None:
+        if self._model_errors is not None:
+            self._model_errors.inc()
+
     def count_predictions(self, labels: list[Any]) -> None:
         if len(labels) == 1:
-            self._class_counter(labels[0]).inc()
+            label = labels[0]
+            self._class_counter(label).inc()
+            if isinstance(label, float):
+                self._outputs.observe(label)
+            return
+        if labels and isinstance(labels[0], float):
+            self._class_counter(labels[0]).inc(len(labels))
+            observe = self._outputs.observe
+            for value in labels:
+                observe(value)
             return
         tally: dict[Any, int] = {}
         for label in labels:

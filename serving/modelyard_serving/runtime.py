@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .drift import DriftSnapshot, DriftTracker
-from .errors import NotReady
+from .errors import NotReady, PredictionFailed
 from .metrics import ServingMetrics
 from .model_store import LoadedModel, ModelStore, Prediction
 from .settings import ServingSettings
@@ -119,7 +119,12 @@ class Runtime:
         )
 
     def predict(self, model: LoadedModel, rows: np.ndarray) -> Prediction:
-        result = model.predict(rows)
+        try:
+            result = model.predict(rows)
+        except PredictionFailed:
+            # Counted apart from 422s for bad input: a canary gate compares these per version.
+            self.metrics.count_model_error()
+            raise
         self.metrics.count_predictions(result.predictions)
         if self.drift is not None:
             self.drift.observe(rows)

@@ -62,10 +62,11 @@ tests/unit/chart/test_chart_rbac.py keeps this list and the operator code in ste
   resources: ["pods"]
   verbs: ["list"]
 # application: serving Deployments, server-side applied (an apply that creates needs create)
-# and watched for rollout progress.
+# and watched for rollout progress; a Canary/Shadow candidate Deployment is deleted when it
+# is promoted or rejected.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # application: serving Services, server-side applied.
 - apiGroups: [""]
   resources: ["services"]

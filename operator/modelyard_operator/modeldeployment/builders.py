@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelyard_operator.modeldeployment.models import MD_LABEL, VERSION_LABEL, ModelDeployment
+from modelyard_operator.modeldeployment.models import (
+    MD_LABEL,
+    TRACK_LABEL,
+    VERSION_LABEL,
+    ModelDeployment,
+)
 from modelyard_operator.placement import GPU_RESOURCE, placement
 from modelyard_operator.podsecurity import container_security_context, pod_security_context, with_tmp
 from modelyard_operator.registry import ResolvedVersion
@@ -18,6 +23,7 @@ SERVICE_PORT = 80
 RESERVED_ENV = ("MODELYARD_MODEL_URI", "MODELYARD_MODEL_NAME", "MODELYARD_MODEL_VERSION")
 DEFAULT_CPU = "250m"
 DEFAULT_MEMORY = "512Mi"
+PRESTOP_SECONDS = 3
 
 
 def common_labels(md: ModelDeployment) -> dict[str, str]:
@@ -111,15 +117,27 @@ def _container(md: ModelDeployment, version: ResolvedVersion, settings: Settings
         "securityContext": container_security_context(),
         "volumeMounts": with_tmp([], [])[1],
     }
+    if md.spec.rollout.strategy != "Rolling":
+        # Canary/Shadow delete whole sides at once: a terminating pod keeps answering while
+        # its endpoint is withdrawn, so clients holding the old endpoint list see no error.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}}
     if settings.mlflow_credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.mlflow_credentials_secret}}]
     return container
 
 
+def candidate_name(md: ModelDeployment) -> str:
+    return f"{md.name}-candidate"
+
+
 def build_deployment(
-    md: ModelDeployment, version: ResolvedVersion, settings: Settings
+    md: ModelDeployment, version: ResolvedVersion, settings: Settings,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
-    """The serving Deployment; its pod template pins ``version`` so a promotion is a rollout."""
+    """The serving Deployment; its pod template pins ``version`` so a promotion is a rollout.
+
+    ``replicas`` overrides spec.replicas while a canary holds part of the traffic.
+    """
     spec = md.spec
     pod_labels = {**common_labels(md), VERSION_LABEL: version.version}
     deployment_spec: dict[str, Any] = {
@@ -147,13 +165,37 @@ def build_deployment(
     }
     # With an HPA the replica count belongs to it; setting it here would fight every scale.
     if spec.autoscaling is None:
-        deployment_spec["replicas"] = spec.replicas
+        deployment_spec["replicas"] = spec.replicas if replicas is None else replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(md),
         "spec": deployment_spec,
     }
+
+
+def build_candidate_deployment(
+    md: ModelDeployment, version: ResolvedVersion, settings: Settings, replicas: int,
+    behind_service: bool = True,
+) -> dict[str, Any]:
+    """The candidate of a Canary (behind the Service) or Shadow (not behind it) rollout.
+
+    Its pods carry the track label, which the stable Deployment's pods never do, so each
+    side can be selected alone; a shadow's pods lack the Service's selector label entirely.
+    """
+    deployment = build_deployment(md, version, settings)
+    spec = deployment["spec"]
+    track = {TRACK_LABEL: "candidate"}
+    labels = {**spec["template"]["metadata"]["labels"], **track}
+    if not behind_service:
+        labels.pop(MD_LABEL)
+        labels["modelyard.io/shadow-of"] = md.name
+    selector = {k: v for k, v in labels.items() if k in (MD_LABEL, "modelyard.io/shadow-of")}
+    spec["template"]["metadata"]["labels"] = labels
+    spec["selector"] = {"matchLabels": {**selector, **track}}
+    spec["replicas"] = replicas  # the HPA scales stable only; the candidate's size is ours
+    deployment["metadata"] = {**_metadata(md, track), "name": candidate_name(md)}
+    return deployment
 
 
 def build_service(md: ModelDeployment) -> dict[str, Any]:

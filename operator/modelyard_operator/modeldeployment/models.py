@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,6 +20,10 @@ MD_PLURAL = "modeldeployments"
 MD_LABEL = "modelyard.io/modeldeployment"
 VERSION_LABEL = "modelyard.io/model-version"
 RETRAIN_LABEL = "modelyard.io/retrain-for"
+# Marks candidate pods (Canary/Shadow); stable pods never carry it, so "!track" selects them.
+TRACK_LABEL = "modelyard.io/track"
+# kubectl annotate md NAME modelyard.io/rollout=promote|abort|pause|resume
+ROLLOUT_ANNOTATION = "modelyard.io/rollout"
 
 _DURATION_PART = re.compile(r"(\d+)(s|m|h|d)")
 _DURATION_FULL = re.compile(r"^(\d+(s|m|h|d))+$")
@@ -94,7 +99,52 @@ class Resources(_Camel):
     gpu: int = Field(default=0, ge=0)
 
 
+Strategy = Literal["Rolling", "Canary", "Shadow"]
+
+
+class Analysis(_Camel):
+    """Gates a candidate must pass at every step (see analysis.py)."""
+
+    interval: str = "1m"
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    error_rate_margin: float = Field(default=0.005, ge=0, le=1)
+    max_latency_ratio: float = Field(default=1.5, gt=0)
+    max_divergence: float = Field(default=0.1, ge=0, le=1)
+    min_requests: int = Field(default=100, ge=1)
+    traffic_deadline: str = "10m"
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
+
+    @property
+    def traffic_deadline_seconds(self) -> float:
+        return parse_duration(self.traffic_deadline)
+
+    @model_validator(mode="after")
+    def _valid_durations(self) -> Analysis:
+        parse_duration(self.interval)
+        parse_duration(self.traffic_deadline)
+        return self
+
+
+class Shadow(_Camel):
+    percent: float = Field(default=10, gt=0, le=100)
+    min_agreement: float = Field(default=0.95, ge=0, le=1)
+    min_samples: int = Field(default=200, ge=1)
+    tolerance: float = Field(default=0.01, ge=0)
+
+
+class RollbackPolicy(_Camel):
+    revert_alias: bool = False
+
+
 class Rollout(_Camel):
+    strategy: Strategy = "Rolling"
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    analysis: Analysis = Field(default_factory=Analysis)
+    shadow: Shadow = Field(default_factory=Shadow)
+    rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     max_surge: int | str = 1
     max_unavailable: int | str = 0
     progress_deadline_seconds: int = Field(default=600, ge=30)
@@ -103,6 +153,15 @@ class Rollout(_Camel):
     def _not_both_zero(self) -> Rollout:
         if str(self.max_surge) in {"0", "0%"} and str(self.max_unavailable) in {"0", "0%"}:
             raise ValueError("spec.rollout: maxSurge and maxUnavailable cannot both be 0")
+        return self
+
+    @model_validator(mode="after")
+    def _steps_ascend_to_100(self) -> Rollout:
+        steps = self.steps
+        if not steps or steps[-1] != 100 or any(not 1 <= s <= 100 for s in steps):
+            raise ValueError("spec.rollout.steps must be percentages in 1..100 ending at 100")
+        if any(a >= b for a, b in pairwise(steps)):
+            raise ValueError("spec.rollout.steps must be strictly ascending")
         return self
 
 

@@ -40,6 +40,17 @@ def get_json(ip: str, path: str, port: int = CONTAINER_PORT,
         return 0, None
 
 
+def get_text(ip: str, path: str, port: int = CONTAINER_PORT,
+             timeout: float = PROBE_TIMEOUT) -> str | None:
+    """The body of ``http://ip:port/path`` as text when it answers 200, else None."""
+    host = f"[{ip}]" if ":" in ip else ip
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as response:
+            return str(response.read().decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return None
+
+
 def _parse(raw: bytes) -> Any:
     try:
         return json.loads(raw)

@@ -14,6 +14,7 @@ from typing import Any
 
 from modelyard_operator import API_VERSION, kube
 from modelyard_operator.events import Outcome
+from modelyard_operator.modeldeployment import sides
 from modelyard_operator.modeldeployment.builders import (
     build_deployment,
     build_hpa,
@@ -21,8 +22,9 @@ from modelyard_operator.modeldeployment.builders import (
     build_service,
     build_service_monitor,
 )
-from modelyard_operator.modeldeployment.models import MD_LABEL, VERSION_LABEL, ModelDeployment
+from modelyard_operator.modeldeployment.models import VERSION_LABEL, ModelDeployment
 from modelyard_operator.modeldeployment.pods import load_errors
+from modelyard_operator.modeldeployment.progressive import Plan, plan_rollout
 from modelyard_operator.modeldeployment.resolver import Resolver
 from modelyard_operator.modeldeployment.rollout import analyse
 from modelyard_operator.modeldeployment.status import (
@@ -30,6 +32,7 @@ from modelyard_operator.modeldeployment.status import (
     compute_status,
     retraining_condition,
     transition_events,
+    with_candidate,
 )
 from modelyard_operator.registry import RegistryError, RegistryUnavailable, ResolvedVersion
 from modelyard_operator.settings import Settings
@@ -73,12 +76,13 @@ def _prune(md: ModelDeployment, api_version: str, kind: str) -> None:
 
 
 def apply_children(
-    md: ModelDeployment, target: ResolvedVersion, settings: Settings
+    md: ModelDeployment, target: ResolvedVersion, settings: Settings,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
-    """Server-side apply every child; returns the live Deployment."""
+    """Server-side apply every child; returns the live (stable) Deployment."""
     owner = md.body
     kube.apply(build_service(md), owner=owner)
-    deployment = kube.apply(build_deployment(md, target, settings), owner=owner)
+    deployment = kube.apply(build_deployment(md, target, settings, replicas), owner=owner)
     optional = (
         ("autoscaling/v2", "HorizontalPodAutoscaler", build_hpa(md)),
         ("policy/v1", "PodDisruptionBudget", build_pdb(md)),
@@ -113,24 +117,37 @@ def _retraining(md: ModelDeployment) -> tuple[str, str, str] | None:
 def reconcile(md: ModelDeployment, settings: Settings, resolver: Resolver) -> Outcome:
     """One level-based pass; the caller writes ``status`` (when changed) and posts events."""
     resolution = resolve(md, resolver)
+    plan: Plan | None = None
+    wanted = resolution.target
     if isinstance(resolution.error, RegistryUnavailable) or resolution.target is None:
         # Outage, or nothing ever resolved: observe only. Never roll back or delete.
         deployment = kube.get("apps/v1", "Deployment", md.namespace, md.name)
         version = _template_version(deployment)
     else:
-        deployment = apply_children(md, resolution.target, settings)
-        version = resolution.target.version
-    pods = kube.list_pods(md.namespace, f"{MD_LABEL}={md.name}") if deployment else []
+        # Canary/Shadow: the stable Deployment may keep the last version while a candidate
+        # runs the registry's; Rolling (plan None) serves the registry's version directly.
+        plan = plan_rollout(md, resolution.target, last_good(md), settings, resolver)
+        serve = plan.serve if plan is not None else resolution.target
+        replicas = plan.stable_replicas if plan is not None else None
+        deployment = apply_children(md, serve, settings, replicas)
+        if plan is not None and plan.delete_candidate:
+            sides.delete_candidate(md)
+        resolution = Resolution(serve, resolution.error)
+        version = serve.version
+    pods = kube.list_pods(md.namespace, sides.stable_selector(md)) if deployment else []
     rollout = analyse(deployment, pods, version, load_errors(pods, version))
     status = compute_status(md, resolution, rollout, _retraining(md))
+    if plan is not None and wanted is not None:
+        status = with_candidate(status, plan.candidate, wanted.version, md.generation)
     before, after = md.status.get("resolvedVersion"), status.get("resolvedVersion")
     promotion = (str(before), str(after)) if before and after and before != after else None
     error = resolution.error
+    observed = wanted.version if wanted is not None else after
     return Outcome(
         status=status,
-        events=transition_events(md.status, status),
+        events=transition_events(md.status, status) + (plan.events if plan else []),
         body=md.body,
-        observed=f"!{error.reason}" if error else str(after),
+        observed=f"!{error.reason}" if error else str(observed),
         registry_error=error,
         promotion=promotion,
     )

@@ -49,6 +49,28 @@ class Resolver:
         self._snapshots: dict[str, _Entry] = {}
         self._versions: dict[tuple[str, str], ResolvedVersion] = {}
         self._version_errors: dict[tuple[str, str], _Entry] = {}
+        self._tags: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    def tags(self, name: str, version: str) -> dict[str, str]:
+        """A version's tags, cached for ``max_age`` (they gate retrying a rejected version)."""
+        key = (name, version)
+        cached = self._tags.get(key)
+        if cached is not None and self._clock() - cached[0] < self.max_age:
+            return cached[1]
+        tags = self._registry.version_tags(name, version)
+        with self._lock:
+            if len(self._tags) >= MAX_VERSIONS:
+                self._tags.clear()
+            self._tags[key] = (self._clock(), tags)
+        return tags
+
+    def forget_tags(self, name: str, version: str) -> None:
+        """Drop cached tags after the operator itself changed them."""
+        self._tags.pop((name, version), None)
 
     def _model_lock(self, name: str) -> threading.Lock:
         with self._lock:

@@ -141,6 +141,38 @@ def compute_status(
     return status
 
 
+_ROLLOUT_REASONS = {"Progressing": "CandidateInAnalysis", "Paused": "RolloutPaused",
+                    "Promoting": "Promoting"}
+
+
+def with_candidate(
+    status: dict[str, Any], candidate: dict[str, Any] | None, wanted: str,
+    generation: int, now: str | None = None,
+) -> dict[str, Any]:
+    """Fold a Canary/Shadow rollout into status: its record, Progressing and Degraded.
+
+    Degraded/CandidateRejected holds while the registry still selects the rejected version;
+    once it selects another one, there is nothing left to be degraded about.
+    """
+    if candidate is None:
+        return status
+    status = {**status, "candidate": candidate}
+    conditions = status.get("conditions") or []
+    phase, message = candidate.get("phase"), str(candidate.get("message") or "")
+    version, stable = candidate.get("version"), status.get("resolvedVersion")
+    if phase in _ROLLOUT_REASONS:
+        text = f"{candidate.get('strategy')} of version {version} ({candidate.get('stepText')}): {message}"
+        conditions = set_condition(conditions, PROGRESSING, "True", _ROLLOUT_REASONS[str(phase)],
+                                   text, generation, now)
+    elif phase in ("Rejected", "Aborted") and version == wanted:
+        reason = "CandidateRejected" if phase == "Rejected" else "RolloutAborted"
+        conditions = set_condition(conditions, DEGRADED, "True", reason,
+                                   f"version {version}: {message}; still serving version {stable}",
+                                   generation, now)
+    status["conditions"] = conditions
+    return status
+
+
 def transition_events(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
     """Events for what changed between two statuses (version moves and condition flips)."""
     events: list[Event] = []

@@ -59,6 +59,7 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
         "get": r'kube\.get\("apps/v1", "Deployment"',
         "create": r"kube\.apply\(build_deployment\(",  # an apply that creates is authorized as create
         "patch": r"kube\.apply\(build_deployment\(",
+        "delete": r'kube\.delete\("apps/v1", "Deployment"',  # a promoted/rejected candidate
         "list": r'@kopf\.on\.event\("apps", "v1", "deployments"',
         "watch": r'@kopf\.on\.event\("apps", "v1", "deployments"',
     },

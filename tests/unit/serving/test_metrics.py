@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -101,3 +102,48 @@ def test_access_log_is_one_json_object_per_request(iris_store: ModelStore, capfd
     assert entry["logger"] == "modelyard_serving.access" and entry["level"] == "info"
     assert entry["method"] == "POST" and entry["status"] == 200 and entry["route"] == "/predict"
     assert entry["durationMs"] >= 0 and entry["ts"].endswith("Z")
+
+
+def test_regressor_outputs_fill_a_histogram_for_the_canary_divergence_gate(registry: Registry) -> None:
+    store = ModelStore(registry.regressor)
+    store.load()
+    with serve(store) as client:
+        single = client.post("/predict", json={"instances": [[0.01] * 10]})
+        batch = client.post("/predict", json={"instances": [[0.01] * 10, [-0.02] * 10, [0.0] * 10]})
+        m = samples(client)
+    outputs = single.json()["predictions"] + batch.json()["predictions"]
+    name = "modelyard_serving_prediction_value"
+    labels = {"model_name": "diabetes", "model_version": "1"}
+    assert value(m, f"{name}_count", **labels) == 4
+    # (No _sum: Prometheus histograms with negative buckets do not expose one.)
+    # Each output lands in the first bucket whose bound is >= it (cumulative counts).
+    assert value(m, f"{name}_bucket", le="100.0", **labels) == sum(o <= 100 for o in outputs)
+    assert value(m, f"{name}_bucket", le="+Inf", **labels) == 4
+    bounds = sorted(float(dict(k)["le"]) for (n, k) in m if n == f"{name}_bucket" and dict(k)["le"] != "+Inf")
+    assert bounds[0] == -1e4 and bounds[-1] == 1e4 and 0.0 in bounds
+    rows = value(m, "modelyard_serving_predictions_total", **labels, **{"class": ""})
+    assert rows == 4
+
+
+def test_classifiers_do_not_fill_the_output_histogram(iris_client: TestClient) -> None:
+    iris_client.post("/predict", json={"instances": [IRIS_ROW] * 3})
+    m = samples(iris_client)
+    assert value(m, "modelyard_serving_prediction_value_count", model_name="iris", model_version="1") == 0
+
+
+class _Broken:
+    def predict(self, rows: object) -> object:
+        raise RuntimeError("weights went missing")
+
+
+def test_model_errors_are_counted_apart_from_bad_input(iris_store: ModelStore) -> None:
+    assert iris_store.model is not None
+    broken = ModelStore(iris_store.model_uri)
+    broken.model = replace(iris_store.model, estimator=_Broken(), has_proba=False)
+    with serve(broken) as client:
+        failed = client.post("/predict", json={"instances": [IRIS_ROW]})
+        invalid = client.post("/predict", json={"instances": [[1.0]]})
+        m = samples(client)
+    assert failed.status_code == 422 and failed.json()["code"] == "prediction_failed"
+    assert invalid.status_code == 422
+    assert value(m, "modelyard_serving_model_errors_total", model_name="iris", model_version="1") == 1

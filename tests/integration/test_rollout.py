@@ -1,0 +1,255 @@
+"""Progressive delivery on real pods: a Canary is analysed step by step, then promoted or
+rolled back, and a restarted operator resumes it.
+
+Real API server, local node running the serving image, real MLflow. Load is sent by the test
+to the Service's ready endpoints (pod IPs, round-robin as kube-proxy would spread it), so the
+candidate's share of traffic follows its share of pods. Intervals are short and minRequests
+small to keep the tests lean; the gates are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.request
+from collections import Counter
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+from kubernetes import client
+
+from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, wait_for
+
+from .test_modeldeployment import (
+    READY_TIMEOUT,
+    get_md,
+    log_iris_version,
+    md_manifest,
+    ready_endpoints,
+    unique,
+    wait_condition,
+    wait_serving,
+)
+
+pytestmark = pytest.mark.integration
+
+CANDIDATE_SELECTOR = "modelyard.io/track=candidate"
+# Short steps: two of them, 10 s each, decided on 30 requests per side. The latency ratio is
+# loose because a fresh candidate pod's first requests are slower than a warm stable's; the
+# divergence and error gates are the ones these tests are about.
+CANARY = {
+    "strategy": "Canary",
+    "steps": [50, 100],
+    "analysis": {"interval": "10s", "minRequests": 30, "trafficDeadline": "3m",
+                 "maxLatencyRatio": 10, "maxDivergence": 0.1},
+}
+ROLLOUT_TIMEOUT = READY_TIMEOUT + 180
+
+
+def _iris_rows() -> list[list[float]]:
+    from sklearn.datasets import load_iris
+
+    return [[float(v) for v in row] for row in load_iris().data]
+
+
+class Load:
+    """Predicts continuously on random iris rows against the Service's ready endpoints."""
+
+    def __init__(self, cluster: Any, namespace: str, service: str) -> None:
+        self.cluster, self.namespace, self.service = cluster, namespace, service
+        self.rows = _iris_rows()
+        self.ok: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        endpoints: list[str] = []
+        refreshed, i = 0.0, 0
+        while not self._stop.is_set():
+            if time.monotonic() - refreshed > 0.5:  # kube-proxy-like endpoint refresh
+                endpoints = ready_endpoints(self.cluster, self.namespace, self.service)
+                refreshed = time.monotonic()
+            if not endpoints:
+                self.failures.append("no ready endpoint")
+                time.sleep(0.1)
+                continue
+            ip = endpoints[i % len(endpoints)]
+            i += 1
+            body = json.dumps({"instances": [rng.choice(self.rows)]}).encode()
+            request = urllib.request.Request(f"http://{ip}:8080/predict", data=body,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    self.ok[str(json.loads(response.read())["modelVersion"])] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is the finding
+                self.failures.append(f"{ip}: {error!r}")
+            time.sleep(0.01)
+
+
+def log_constant_version(cluster: Any, model: str, constant: int = 2) -> str:
+    """A version that loads and answers fine but always predicts one class: a shifted model."""
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.dummy import DummyClassifier
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns=["target"])
+    estimator = DummyClassifier(strategy="constant", constant=constant)
+    estimator.fit(features.to_numpy(np.float64), frame["target"])
+    mlflow.set_tracking_uri(cluster.mlflow_uri)
+    mlflow.set_experiment(model)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            estimator, name="model", registered_model_name=model,
+            signature=infer_signature(features, estimator.predict(features.to_numpy())),
+        )
+    return str(info.registered_model_version)
+
+
+def candidate_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    return dict((get_md(cluster, namespace, name).get("status") or {}).get("candidate") or {})
+
+
+def wait_candidate(cluster: Any, namespace: str, name: str, timeout: float = ROLLOUT_TIMEOUT,
+                   **wanted: Any) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        found = candidate_of(cluster, namespace, name)
+        return found if all(found.get(k) == v for k, v in wanted.items()) else None
+    try:
+        return wait_for(check, timeout, interval=0.5, what=f"{name} candidate {wanted}")
+    except AssertionError:
+        raise AssertionError(f"{name}: {get_md(cluster, namespace, name).get('status')}") from None
+
+
+def candidate_deployments(cluster: Any, namespace: str) -> list[Any]:
+    return list(client.AppsV1Api(cluster.api).list_namespaced_deployment(
+        namespace, label_selector=CANDIDATE_SELECTOR).items)
+
+
+def event_messages(cluster: Any, namespace: str, name: str, reason: str) -> list[str]:
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}").items
+    return [str(e.message) for e in events if e.reason == reason]
+
+
+def start_canary(cluster: Any, namespace: str, name: str, **rollout: Any) -> tuple[str, str, Any]:
+    """An MD serving v1 of a fresh model under the Canary strategy; returns (model, v1, mc)."""
+    model = unique("iris")
+    v1 = log_iris_version(cluster, model)
+    mc = mlflow_client(cluster)
+    mc.set_registered_model_alias(model, "champion", v1)
+    kubectl_apply(cluster, namespace, md_manifest(
+        name, {"name": model, "alias": "champion"}, replicas=2, rollout={**CANARY, **rollout}))
+    wait_serving(cluster, namespace, name, v1)
+    return model, v1, mc
+
+
+def test_good_canary_passes_every_step_and_becomes_stable(
+    cluster: Any, namespace: str, operator: Any,
+) -> None:
+    name = "canary-good"
+    model, v1, mc = start_canary(cluster, namespace, name)
+    v2 = log_iris_version(cluster, model)  # same data, same answers: a healthy candidate
+    steps_seen: set[int] = set()
+    with Load(cluster, namespace, name) as load:
+        mc.set_registered_model_alias(model, "champion", v2)
+        first = wait_candidate(cluster, namespace, name, version=v2, phase="Progressing")
+        assert first["stableVersion"] == v1 and first["weight"] == 50
+        assert get_md(cluster, namespace, name)["status"]["resolvedVersion"] == v1
+
+        def promoted() -> dict[str, Any] | None:
+            found = candidate_of(cluster, namespace, name)
+            if found.get("step") is not None:
+                steps_seen.add(int(found["step"]))
+            return found if found.get("phase") == "Promoted" else None
+        record = wait_for(promoted, ROLLOUT_TIMEOUT, interval=0.5, what=f"{name} promoted")
+        md = wait_serving(cluster, namespace, name, v2)
+        time.sleep(2)  # requests in flight while the old pods drain
+    assert load.failures == [], load.failures[:5]
+    assert load.ok[v1] > 0 and load.ok[v2] > 0  # both sides served during the canary
+    assert steps_seen >= {0, 1}
+    assert {g["name"]: g["result"] for g in record["gates"]} == {
+        "minRequests": "Pass", "errorRate": "Pass", "errorRateVsStable": "Pass",
+        "latency": "Pass", "divergence": "Pass"}
+    assert md["status"]["resolvedVersion"] == v2 and md["status"]["previousVersion"] == v1
+    assert wait_for(lambda: candidate_deployments(cluster, namespace) == [], 60,
+                    what="candidate Deployment deleted") == []
+    reasons = event_reasons(cluster, namespace, name, "ModelDeployment")
+    assert {"RolloutStarted", "StepPassed", "CandidatePromoted"} <= reasons
+    assert "modelyard.rejected" not in (mc.get_model_version(model, v2).tags or {})
+
+
+def test_shifted_candidate_is_rolled_back_and_stable_keeps_serving(
+    cluster: Any, namespace: str, operator: Any,
+) -> None:
+    name = "canary-bad"
+    model, v1, mc = start_canary(cluster, namespace, name)
+    bad = log_constant_version(cluster, model)
+    with Load(cluster, namespace, name) as load:
+        mc.set_registered_model_alias(model, "champion", bad)
+        record = wait_candidate(cluster, namespace, name, version=bad, phase="Rejected")
+        md = wait_condition(cluster, namespace, name, "Degraded", "True", "CandidateRejected")
+        time.sleep(5)  # stable keeps answering after the rollback
+    # Shifted answers are still answers: no client saw an error, stable served throughout.
+    assert load.failures == [], load.failures[:5]
+    assert load.ok[v1] > 0
+    failed = [g for g in record["gates"] if g["result"] == "Fail"]
+    assert [g["name"] for g in failed] == ["divergence"]
+    assert failed[0]["value"] > failed[0]["threshold"] == 0.1
+    degraded = condition(md, "Degraded")["message"]
+    assert "divergence" in degraded and f"still serving version {v1}" in degraded
+    assert md["status"]["resolvedVersion"] == v1 and md["status"]["servingVersion"] == v1
+    assert any("divergence" in m for m in event_messages(cluster, namespace, name, "CandidateRejected"))
+    wait_for(lambda: candidate_deployments(cluster, namespace) == [], 60,
+             what="candidate Deployment deleted")
+    tags = mc.get_model_version(model, bad).tags or {}
+    assert tags.get("modelyard.rejected", "").startswith("divergence=")
+    # Not retried while the registry still points at it: no candidate comes back.
+    time.sleep(15)
+    assert candidate_deployments(cluster, namespace) == []
+    assert candidate_of(cluster, namespace, name)["phase"] == "Rejected"
+    # Pointing the alias back to stable clears Degraded; the operator never moved it itself.
+    assert mc.get_registered_model(model).aliases["champion"] == bad
+    mc.set_registered_model_alias(model, "champion", v1)
+    wait_condition(cluster, namespace, name, "Degraded", "False", timeout=120)
+
+
+def test_operator_restart_mid_rollout_resumes(cluster: Any, namespace: str, operator: Any) -> None:
+    name = "canary-restart"
+    # A longer first step, so the restart lands inside it.
+    model, _, mc = start_canary(cluster, namespace, name,
+                                analysis={**CANARY["analysis"], "interval": "30s"})
+    v2 = log_iris_version(cluster, model)
+    with Load(cluster, namespace, name) as load:
+        mc.set_registered_model_alias(model, "champion", v2)
+        wait_for(lambda: len(candidate_deployments(cluster, namespace)) == 1
+                 and candidate_deployments(cluster, namespace)[0].status.ready_replicas == 1,
+                 READY_TIMEOUT, interval=0.5, what="candidate pod ready")
+        before = candidate_of(cluster, namespace, name)
+        uid = candidate_deployments(cluster, namespace)[0].metadata.uid
+        operator.restart()
+        after = candidate_of(cluster, namespace, name)
+        # The step and its clock survived; the candidate Deployment was neither recreated
+        # nor duplicated.
+        assert after["version"] == v2 and after["step"] >= before["step"]
+        assert after["stepStartTime"] == before["stepStartTime"] or after["step"] > before["step"]
+        assert [d.metadata.uid for d in candidate_deployments(cluster, namespace)] == [uid]
+        wait_candidate(cluster, namespace, name, version=v2, phase="Promoted")
+        wait_serving(cluster, namespace, name, v2)
+    assert load.failures == [], load.failures[:5]
+    started = event_messages(cluster, namespace, name, "RolloutStarted")
+    assert len([m for m in started if f"version {v2}" in m]) == 1  # not started twice
