@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # a port-forward, or the pod bridge IP in the local cluster).
     pod_mlflow_tracking_uri: str | None = None
     mlflow_credentials_secret: str | None = None
+    # Base URL of the MLflow UI as people reach it (an ingress, a port-forward), for the links
+    # in TrainingRun status. Unset: the tracking URI, which is right when both are the same.
+    mlflow_ui_url: str | None = None
     training_image: str = "modelyard-training:0.1.0"
     serving_image: str = "modelyard-serving:0.1.0"
     # The non-root uid/gid every pod runs as: the USER of k8s/images/Dockerfile. Images of
@@ -53,11 +56,16 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("pod_mlflow_tracking_uri", "mlflow_credentials_secret", "webhook_url",
-                     mode="before")
+                     "mlflow_ui_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # Helm renders unset optional values as empty strings.
         return None if value == "" else value
+
+    @property
+    def ui_base_url(self) -> str:
+        """Where the MLflow UI links in status point: the UI URL, else the tracking URI."""
+        return (self.mlflow_ui_url or self.mlflow_tracking_uri).rstrip("/")
 
     @property
     def pod_tracking_uri(self) -> str:

@@ -129,6 +129,8 @@ def predict_handler(runtime: Runtime, auth: ApiKeyCheck, max_body: int) -> JsonH
         if result.probabilities is not None:
             body["classes"] = model.classes
             body["probabilities"] = result.probabilities
+            # The predicted class is the argmax, so its probability is the row maximum.
+            body["confidences"] = result.probabilities.max(axis=1)
         return dumps(body)
 
     return predict

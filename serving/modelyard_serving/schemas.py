@@ -37,6 +37,9 @@ class PredictResponse(BaseModel):
     probabilities: list[list[float]] | None = Field(
         default=None, description="Per row, the probability of each entry of classes."
     )
+    confidences: list[float] | None = Field(
+        default=None, description="Per row, the probability of the predicted class (classifiers)."
+    )
 
 
 class ErrorResponse(BaseModel):

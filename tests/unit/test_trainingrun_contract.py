@@ -75,6 +75,7 @@ def test_builtin_datasets_agree() -> None:
     (("estimator",), config.EstimatorSpec, operator.Estimator),
     (("dataset",), config.DatasetSpec, operator.Dataset),
     (("promotion",), config.PromotionSpec, operator.Promotion),
+    (("promotion", "compareTo"), config.CompareTo, operator.CompareTo),
     (("sweep",), config.SweepSpec, operator.Sweep),
     (("sweep", "objective"), config.Objective, operator.Objective),
 ])
@@ -85,3 +86,20 @@ def test_spec_fields_agree(path: tuple[str, ...], training: type[BaseModel],
     assert fields(training) == in_crd
     # The operator keeps unknown fields; it must not model one the CRD does not have.
     assert fields(operator_model) <= in_crd
+
+
+@pytest.mark.parametrize("path", [("promotion", "stage"), ("promotion", "compareTo", "stage")])
+def test_registry_stages_agree(path: tuple[str, ...]) -> None:
+    assert set(crd(*path)["enum"]) == set(typing.get_args(config.Stage)) == set(typing.get_args(operator.Stage))
+
+
+def test_promotion_defaults_agree() -> None:
+    # The CRD documents the defaults; both images must apply the same ones.
+    spec = {"stage": "Production", "metric": "f1_macro", "compareTo": {"alias": "champion"}}
+    training = config.PromotionSpec.model_validate(spec)
+    parsed = operator.Promotion.model_validate(spec)
+    assert training.min_improvement == parsed.min_improvement == 0
+    staging = config.PromotionSpec.model_validate({**spec, "stage": "Staging"})
+    assert training.archive is True and staging.archive is False
+    assert crd("promotion", "minImprovement")["minimum"] == 0
+    assert crd("promotion")["required"] == ["metric"]

@@ -13,10 +13,10 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from .catalog import (
@@ -78,18 +78,64 @@ class DatasetSpec(_Spec):
         return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)  # type: ignore[return-value]
 
 
+Stage = Literal["Staging", "Production"]
+
+
+def _not_reserved(alias: str) -> str:
+    if _RESERVED_ALIAS.match(alias):
+        raise ValueError(f"'{alias}' is reserved by MLflow (latest, v<number>)")
+    return alias
+
+
+AliasName = Annotated[str, Field(max_length=255, pattern=ALIAS_PATTERN), AfterValidator(_not_reserved)]
+
+
+class CompareTo(_Spec):
+    """The current holder to beat: exactly one of an alias or a stage of the same model."""
+
+    alias: AliasName | None = None
+    stage: Stage | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CompareTo:
+        if (self.alias is None) == (self.stage is None):
+            raise ValueError("set exactly one of alias or stage")
+        return self
+
+    def describe(self) -> str:
+        return f"alias '{self.alias}'" if self.alias is not None else f"stage {self.stage}"
+
+
 class PromotionSpec(_Spec):
-    alias: str = Field(max_length=255, pattern=ALIAS_PATTERN)
+    alias: AliasName | None = None
+    stage: Stage | None = None
+    archive_existing: bool | None = None
     metric: str = Field(min_length=1)
     min_value: float | None = None
     max_value: float | None = None
+    compare_to: CompareTo | None = None
+    min_improvement: float = Field(default=0.0, ge=0)
 
-    @field_validator("alias")
-    @classmethod
-    def _not_reserved(cls, alias: str) -> str:
-        if _RESERVED_ALIAS.match(alias):
-            raise ValueError(f"'{alias}' is reserved by MLflow (latest, v<number>)")
-        return alias
+    @model_validator(mode="after")
+    def _a_target(self) -> PromotionSpec:
+        if self.alias is None and self.stage is None:
+            raise ValueError("set alias, stage or both")
+        return self
+
+    @property
+    def archive(self) -> bool:
+        """Archive the stage's other versions: the default for Production, so exactly one
+        version is in Production after a transition."""
+        return self.archive_existing if self.archive_existing is not None else self.stage == "Production"
+
+    @property
+    def maximize(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+    def describe(self) -> str:
+        """Where a promoted version goes, for messages: "alias 'champion' and stage Production"."""
+        parts = ([f"alias '{self.alias}'"] if self.alias else []) + ([f"stage {self.stage}"] if self.stage else [])
+        return " and ".join(parts)
 
 
 class ParamSpace(_Spec):

@@ -26,6 +26,9 @@ class TrainingResult:
     promoted: bool = False
     alias: str | None = None
     trial: int | None = None
+    stage: str | None = None
+    # promotion.Decision.summary(): reason, message, metric, value, championVersion, championValue.
+    promotion: dict[str, Any] | None = None
 
     def message(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,8 @@ class TrainingResult:
             "promoted": self.promoted,
             "alias": self.alias,
             "trial": self.trial,
+            "stage": self.stage,
+            "promotion": self.promotion,
         }
 
 

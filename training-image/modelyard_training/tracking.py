@@ -1,5 +1,5 @@
 """Everything that talks to MLflow besides the run logging itself: connection defaults, error
-mapping, experiments, the registry (idempotent registration) and promotion."""
+mapping, experiments and the registry (idempotent registration). Promotion is in promotion.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from .config import PromotionSpec, RunRef
+from .config import RunRef
 from .errors import MLflowUnavailable, TrainingError, TrainingFailure
 from .sweep import TrialOutcome
 
@@ -107,26 +107,3 @@ def trial_outcomes(client: MlflowClient, experiment_id: str, uid: str) -> list[T
         for r in finished_runs(client, experiment_id, uid)
         if TAG_TRIAL in r.data.tags and TAG_MODEL_URI in r.data.tags
     ]
-
-
-def promotion_decision(promotion: PromotionSpec, metrics: Mapping[str, float]) -> tuple[bool, str]:
-    value = metrics.get(promotion.metric)
-    if value is None:
-        return False, f"not promoted: metric {promotion.metric} was not logged"
-    shown = f"{promotion.metric}={value:.4g}"
-    if promotion.min_value is not None and value < promotion.min_value:
-        return False, f"not promoted: {shown} is below minValue {promotion.min_value:g}"
-    if promotion.max_value is not None and value > promotion.max_value:
-        return False, f"not promoted: {shown} is above maxValue {promotion.max_value:g}"
-    return True, f"promoted: {shown} passes; alias '{promotion.alias}'"
-
-
-def promote(
-    client: MlflowClient, promotion: PromotionSpec, model_name: str, version: str, metrics: Mapping[str, float]
-) -> tuple[bool, str]:
-    """Point the alias at `version` only when the metric passes; a failing run leaves whatever
-    the alias pointed at untouched, so a worse model never displaces the champion."""
-    passed, message = promotion_decision(promotion, metrics)
-    if passed:
-        client.set_registered_model_alias(model_name, promotion.alias, version)
-    return passed, message

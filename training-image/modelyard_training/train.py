@@ -23,12 +23,14 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
+from .champion import champion_scorer
 from .config import RunRef, TrainingConfig, TrainingRunSpec
 from .datasets import LoadedDataset, load_dataset, split
 from .errors import InvalidConfig, TrainingError
 from .estimators import build_estimator, effective_hyperparameters, fit, skops_trusted_types
 from .evaluation import confusion_matrix_figure, evaluate
 from .profile import build_profile
+from .promotion import Decision, promote, record
 from .result import TrainingResult
 from .sweep import pick_best, trial_params
 from .tracking import (
@@ -38,7 +40,6 @@ from .tracking import (
     ensure_experiment,
     finished_runs,
     mlflow_guard,
-    promote,
     register,
     run_tags,
     trial_outcomes,
@@ -90,12 +91,14 @@ def run_single(config: TrainingConfig, client: MlflowClient) -> TrainingResult:
             "version %s of %s already registered for this TrainingRun; reusing it", existing.version, spec.model.name
         )
         return _finish(config, client, _run_id(existing), experiment_id, str(existing.version), trial=None)
-    outcome = train_once(spec, hyperparameters, run=run, experiment_id=experiment_id)
+    data = load_dataset(spec.dataset, spec.estimator.task)
+    outcome = train_once(spec, hyperparameters, run=run, experiment_id=experiment_id, dataset=data)
     with mlflow_guard("registering the model"):
         version = register(outcome.model_uri, spec.model.name, run, spec.model.tags)
     log.info("registered %s version %s", spec.model.name, version.version)
     return _finish(
-        config, client, outcome.run_id, experiment_id, str(version.version), trial=None, metrics=outcome.metrics
+        config, client, outcome.run_id, experiment_id, str(version.version), trial=None, metrics=outcome.metrics,
+        data=data,
     )
 
 
@@ -209,17 +212,26 @@ def _finish(
     *,
     trial: int | None,
     metrics: Mapping[str, float] | None = None,
+    data: LoadedDataset | None = None,
 ) -> TrainingResult:
     spec = config.spec
+    decision: Decision | None = None
     with mlflow_guard("promoting the version"):
         if metrics is None:
             metrics = client.get_run(run_id).data.metrics
-        promoted = False
         if spec.promotion is not None:
-            promoted, message = promote(client, spec.promotion, spec.model.name, version, metrics)
-            log.info(message)
-    alias = spec.promotion.alias if promoted and spec.promotion is not None else None
-    return TrainingResult(run_id, experiment_id, spec.model.name, version, dict(metrics), promoted, alias, trial)
+            scorer = champion_scorer(spec, data)
+            decision = promote(client, spec.promotion, spec.model.name, version, metrics, scorer)
+            record(client, run_id, decision)
+            log.info(decision.message)
+    promoted = decision is not None and decision.promoted
+    target = spec.promotion if promoted else None
+    return TrainingResult(
+        run_id, experiment_id, spec.model.name, version, dict(metrics), promoted,
+        target.alias if target is not None else None, trial,
+        stage=target.stage if target is not None else None,
+        promotion=decision.summary() if decision is not None else None,
+    )
 
 
 def _run_id(version: ModelVersion) -> str:

@@ -78,11 +78,40 @@ class Dataset(_Spec):
         return self
 
 
+Stage = Literal["Staging", "Production"]
+
+
+class CompareTo(_Spec):
+    alias: str | None = None
+    stage: Stage | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CompareTo:
+        if (self.alias is None) == (self.stage is None):
+            raise ValueError("set exactly one of alias or stage")
+        return self
+
+
 class Promotion(_Spec):
-    alias: str
+    alias: str | None = None
+    stage: Stage | None = None
+    archive_existing: bool | None = Field(default=None, alias="archiveExisting")
     metric: str
     min_value: float | None = Field(default=None, alias="minValue")
     max_value: float | None = Field(default=None, alias="maxValue")
+    compare_to: CompareTo | None = Field(default=None, alias="compareTo")
+    min_improvement: float = Field(default=0.0, ge=0, alias="minImprovement")
+
+    @model_validator(mode="after")
+    def _a_target(self) -> Promotion:
+        if self.alias is None and self.stage is None:
+            raise ValueError("set alias, stage or both")
+        return self
+
+    def describe(self) -> str:
+        """Where a promoted version goes: "alias 'champion' and stage Production"."""
+        parts = ([f"alias {self.alias!r}"] if self.alias else []) + ([f"stage {self.stage}"] if self.stage else [])
+        return " and ".join(parts)
 
 
 class Objective(_Spec):
@@ -184,6 +213,19 @@ def parse_run(body: dict[str, Any]) -> TrainingRun:
     )
 
 
+class PromotionResult(BaseModel):
+    """The training pod's promotion decision (contracts.md, "promotion" in the result)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    reason: str = ""
+    message: str = ""
+    metric: str | None = None
+    value: float | None = None
+    champion_version: str | None = Field(default=None, alias="championVersion")
+    champion_value: float | None = Field(default=None, alias="championValue")
+
+
 class TrainingResult(BaseModel):
     """The JSON a training container writes to its termination message (contracts.md)."""
 
@@ -198,6 +240,8 @@ class TrainingResult(BaseModel):
     promoted: bool = False
     alias: str | None = None
     trial: int | None = None
+    stage: str | None = None
+    promotion: PromotionResult | None = None
     reason: str | None = None
     message: str | None = None
 

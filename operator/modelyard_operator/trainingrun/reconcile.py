@@ -24,6 +24,7 @@ from modelyard_operator.trainingrun.models import (
     TrainingRun,
     parse_run,
 )
+from modelyard_operator.trainingrun.promotion import promotion_event
 from modelyard_operator.trainingrun.status import job_status, job_view, owned_pods, trial_run_ids
 
 
@@ -60,9 +61,9 @@ def phase_events(old: dict[str, Any], new: dict[str, Any], run: TrainingRun) -> 
         return []
     if new["phase"] == "Succeeded":
         events: list[Event] = [Event("Normal", "Succeeded", new.get("message", ""))]
-        if new.get("promoted"):
-            events.append(Event("Normal", "Promoted", f"{run.spec.model.name} version "
-                           f"{new.get('modelVersion')} is now alias {new.get('alias')!r}"))
+        promotion = promotion_event(run, new)
+        if promotion is not None:
+            events.append(promotion)
         return events
     if new["phase"] == "Failed":
         failed = next(c for c in new["conditions"] if c["type"] == "Failed")
@@ -96,7 +97,7 @@ def reconcile(run: TrainingRun, settings: Settings, now: str | None = None) -> O
         else:
             done = int((job.get("status") or {}).get("succeeded") or 0)
             stage = f"sweep: {done}/{trials} trials completed"
-    status = job_status(run, job, _pods(run, mode), now, stage, trial_ids)
+    status = job_status(run, job, _pods(run, mode), now, stage, trial_ids, settings.ui_base_url)
     events += phase_events(run.status, status, run)
     return Outcome(status, events, run.body, finished=status["phase"] in TERMINAL_PHASES)
 

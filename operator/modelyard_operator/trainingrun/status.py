@@ -9,6 +9,7 @@ from modelyard_operator.conditions import set_condition
 from modelyard_operator.kube import owned_by, pod_termination_message
 from modelyard_operator.trainingrun.builders import CONTAINER
 from modelyard_operator.trainingrun.models import TrainingResult, TrainingRun, parse_result
+from modelyard_operator.trainingrun.promotion import mlflow_links, promotion_status, promotion_summary
 
 JobState = Literal["active", "complete", "failed"]
 MESSAGE_LIMIT = 1024
@@ -125,7 +126,8 @@ def in_progress_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[st
 
 
 def succeeded_status(run: TrainingRun, job: dict[str, Any], result: TrainingResult | None,
-                     now: str, trial_ids: list[str] | None = None) -> dict[str, Any]:
+                     now: str, trial_ids: list[str] | None = None,
+                     ui_base: str | None = None) -> dict[str, Any]:
     """Succeeded, with the outcome the training pod reported."""
     status = {**_base(run, job, now), "phase": "Succeeded",
               "completionTime": job_view(job).finished_at or now}
@@ -142,14 +144,14 @@ def succeeded_status(run: TrainingRun, job: dict[str, Any], result: TrainingResu
             "objectiveValue": round(metric, 4) if metric is not None else None,
             "modelVersion": result.version, "promoted": result.promoted,
             "alias": result.alias if result.promoted else None,
+            "stage": result.stage if result.promoted else None,
+            "promotion": promotion_status(run, result),
+            "mlflow": mlflow_links(ui_base, result, run.spec.model.name) or None,
         })
         message = f"registered {result.model_name or run.spec.model.name} version {result.version}"
         if metric is not None:
             message += f"; {run.objective_metric}={metric:.4g}"
-        if result.promoted:
-            message += f"; promoted to alias {result.alias!r}"
-        elif run.spec.promotion is not None:
-            message += f"; promotion rule for {run.spec.promotion.alias!r} not met"
+        message += promotion_summary(run, status)
     status["message"] = message
     status["conditions"] = _conditions(run, "True", "False", "Succeeded", message, now)
     return status
@@ -179,7 +181,8 @@ def failed_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[str, An
 
 
 def job_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[str, Any]], now: str,
-               stage: str = "", trial_ids: list[str] | None = None) -> dict[str, Any]:
+               stage: str = "", trial_ids: list[str] | None = None,
+               ui_base: str | None = None) -> dict[str, Any]:
     """Status mirroring ``job`` (the run's current Job) and its pods."""
     pods = owned_pods(pods, job)
     view = job_view(job)
@@ -187,5 +190,5 @@ def job_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[str, Any]]
         return failed_status(run, job, pods, now)
     if view.state == "complete":
         result, _ = latest_result(pods, "Succeeded")
-        return succeeded_status(run, job, result, now, trial_ids)
+        return succeeded_status(run, job, result, now, trial_ids, ui_base)
     return in_progress_status(run, job, pods, now, stage)

@@ -262,6 +262,7 @@ def test_external_mlflow_uses_credentials_and_no_bundled_server() -> None:
     env = env_of(deployment)
     assert env["MODELYARD_MLFLOW_TRACKING_URI"]["value"] == "https://mlflow.example.internal"
     assert env["MODELYARD_MLFLOW_CREDENTIALS_SECRET"]["value"] == "mlflow-credentials"
+    assert env["MODELYARD_MLFLOW_UI_URL"]["value"] == "https://mlflow.example.com"
     assert container(deployment)["envFrom"] == [{"secretRef": {"name": "mlflow-credentials"}}]
     # register=auto never registers toward an external MLflow.
     assert env["MODELYARD_WEBHOOK_REGISTER"]["value"] == "false"

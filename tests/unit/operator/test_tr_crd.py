@@ -64,5 +64,19 @@ def test_examples_are_valid_runs(path: Path) -> None:
     parse_run(body)
 
 
-def test_all_five_examples_exist() -> None:
-    assert [p.stem.removeprefix("trainingrun-") for p in EXAMPLES] == ["basic", "csv", "gpu", "promotion", "sweep"]
+def test_all_examples_exist() -> None:
+    assert [p.stem.removeprefix("trainingrun-") for p in EXAMPLES] == [
+        "basic", "csv", "digits-sweep", "gpu", "promotion", "sweep"]
+
+
+def test_digits_example_is_the_champion_challenger_workflow() -> None:
+    docs = list(yaml.safe_load_all((REPO / "k8s" / "examples" / "trainingrun-digits-sweep.yaml").read_text()))
+    run = parse_run({**docs[0], "metadata": {**docs[0]["metadata"], "namespace": "ml", "uid": "u"}})
+    assert run.spec.estimator.type == "mlp_classifier" and run.spec.dataset.builtin == "digits"
+    assert run.spec.sweep is not None and (run.spec.sweep.trials, run.spec.sweep.strategy) == (10, "random")
+    assert set(run.spec.sweep.space) == {"learning_rate_init", "hidden_layer_sizes", "max_iter"}
+    promotion = run.spec.promotion
+    assert promotion is not None and promotion.stage == "Production"
+    assert promotion.compare_to is not None and promotion.compare_to.stage == "Production"
+    (md,) = [d for d in docs if d["kind"] == "ModelDeployment"]
+    assert md["spec"]["model"] == {"name": run.spec.model.name, "stage": "Production"}

@@ -108,7 +108,7 @@ def test_not_promoted_when_rule_fails() -> None:
     result = {**OK, "promoted": False, "alias": None, "metrics": {"f1_macro": 0.5}}
     status = job_status(run(), job(COMPLETE), [pod("Succeeded", result)], NOW)
     assert status["promoted"] is False and status["alias"] is None
-    assert "promotion rule for 'champion' not met" in status["message"]
+    assert "promotion rule for alias 'champion' not met" in status["message"]
 
 
 def test_integer_version_is_text() -> None:

@@ -24,6 +24,8 @@ def test_instances_return_labels_probabilities_and_model_identity(iris_client: T
     for row in body["probabilities"]:
         assert len(row) == 3
         assert math.isclose(sum(row), 1.0, rel_tol=1e-9)
+    # The confidence is the predicted class's own probability.
+    assert body["confidences"] == [max(row) for row in body["probabilities"]]
 
 
 def test_prediction_is_the_most_probable_class(iris_client: TestClient, registry: Registry) -> None:
@@ -69,7 +71,7 @@ def test_regressor_returns_values_without_probabilities(registry: Registry) -> N
     assert response.status_code == 200
     body = response.json()
     assert body["modelName"] == "diabetes"
-    assert "probabilities" not in body and "classes" not in body
+    assert "probabilities" not in body and "classes" not in body and "confidences" not in body
     assert store.model is not None
     np.testing.assert_allclose(body["predictions"], store.model.estimator.predict(np.array(rows)))
 

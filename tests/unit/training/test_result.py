@@ -21,6 +21,8 @@ def test_success_shape() -> None:
         "promoted": True,
         "alias": "champion",
         "trial": None,
+        "stage": None,
+        "promotion": None,
     }
 
 

@@ -11,7 +11,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
 from modelyard_training.config import PromotionSpec
 from modelyard_training.errors import MLflowUnavailable, TrainingError
-from modelyard_training.tracking import mlflow_guard, promotion_decision
+from modelyard_training.promotion import threshold_decision
+from modelyard_training.tracking import mlflow_guard
 
 PACKAGE = Path(__file__).resolve().parents[3] / "training-image" / "modelyard_training"
 
@@ -49,7 +50,8 @@ def test_contract_failures_pass_through_unchanged() -> None:
 )
 def test_promotion_decision(rule: dict[str, float], metrics: dict[str, float], passed: bool, why: str) -> None:
     promotion = PromotionSpec.model_validate({"alias": "champion", "metric": "f1_macro", **rule})
-    decided, message = promotion_decision(promotion, metrics)
+    decision = threshold_decision(promotion, metrics)
+    decided, message = decision.promoted, decision.message
     assert decided is passed and why in message
 
 
