@@ -5,8 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Volume sources a TrainingRun may use by default: the ones that stay inside what a namespace's
+# own objects give access to. hostPath (the node's filesystem) and inline network volumes
+# (nfs, iscsi, ...) are left out; secret volumes are further governed by allow_secret_refs.
+DEFAULT_VOLUME_TYPES = (
+    "configMap", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+    "secret",
+)
 
 
 def _default_gpu_tolerations() -> list[dict[str, Any]]:
@@ -42,13 +50,23 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_url: str | None = None
     webhook_register: bool = False
+    # Without a secret the receiver would accept forged deliveries; it only starts unsigned
+    # when this is set explicitly (otherwise the operator relies on polling alone).
+    webhook_insecure: bool = False
     metrics_port: int = 9090
     health_port: int = 8080
     # NoDecode: the env value is a plain comma list, not JSON.
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     drift_interval: float = Field(default=30.0, gt=0)
+    # Tenant policy (policy.py). Prefixes should end in "/", ":" or "@" so that
+    # "registry.example.com/team/" does not also admit "registry.example.com/team-evil/...".
+    allowed_image_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_volume_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_VOLUME_TYPES))
+    allow_secret_refs: bool = False
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "allowed_image_prefixes", "allowed_volume_types",
+                     mode="before")
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
         if isinstance(value, str):
@@ -56,11 +74,31 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("pod_mlflow_tracking_uri", "mlflow_credentials_secret", "webhook_url",
-                     "mlflow_ui_url", mode="before")
+                     "mlflow_ui_url", "webhook_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # Helm renders unset optional values as empty strings.
         return None if value == "" else value
+
+    @field_validator("allowed_image_prefixes")
+    @classmethod
+    def _prefix_ends_at_a_boundary(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not prefix.endswith(("/", ":", "@")):
+                raise ValueError(f"image prefix {prefix!r} must end with '/', ':' or '@'")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_registration_needs_a_receiver(self) -> Settings:
+        if self.webhook_register and self.webhook_secret is None and not self.webhook_insecure:
+            raise ValueError("MODELYARD_WEBHOOK_REGISTER=true needs MODELYARD_WEBHOOK_SECRET "
+                             "(or MODELYARD_WEBHOOK_INSECURE=true to accept unsigned events)")
+        return self
+
+    @property
+    def webhook_enabled(self) -> bool:
+        """Whether the receiver starts: with a secret, or when unsigned is explicitly allowed."""
+        return self.webhook_secret is not None or self.webhook_insecure
 
     @property
     def ui_base_url(self) -> str:

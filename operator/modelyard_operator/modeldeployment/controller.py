@@ -47,7 +47,15 @@ class MDController:
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
-        await self.webhook.start(self.settings.webhook_port)
+        if self.settings.webhook_enabled:
+            await self.webhook.start(self.settings.webhook_port)
+        else:
+            # An unsigned receiver would let anyone who reaches the port trigger registry
+            # reads; polling alone still follows every change, only later.
+            logger.warning("MLflow webhook receiver not started: no MODELYARD_WEBHOOK_SECRET "
+                           "(set MODELYARD_WEBHOOK_INSECURE=true to accept unsigned deliveries); "
+                           "following the registry by polling every %.0fs",
+                           self.settings.poll_interval)
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
             self.watcher.run, self._resync_loop, self._drift_loop,
         ]

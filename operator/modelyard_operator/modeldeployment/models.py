@@ -31,7 +31,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class InvalidSpec(ValueError):
-    """The spec cannot be served as written; the message names the field."""
+    """The spec cannot be served as written; the message names the field. ``reason`` is the
+    Ready condition's."""
+
+    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def parse_duration(text: str) -> float:

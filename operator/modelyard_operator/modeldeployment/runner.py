@@ -21,6 +21,7 @@ from modelyard_operator.modeldeployment.reconcile import reconcile
 from modelyard_operator.modeldeployment.resolver import Resolver
 from modelyard_operator.modeldeployment.status import READY
 from modelyard_operator.modeldeployment.watcher import MDKey, RegistryWatcher
+from modelyard_operator.policy import Policy, describe, modeldeployment_violations
 from modelyard_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,14 @@ class MDRunner:
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             self.forget(key)
             return None
-        return parse_md(body)
+        md = parse_md(body)
+        # Refused for clusters without the chart's admission policy. Children already running
+        # are left alone (like any invalid spec), so a stricter policy never takes a model down.
+        violations = modeldeployment_violations(body.get("spec") or {},
+                                                Policy.from_settings(self.settings))
+        if violations:
+            raise InvalidSpec(describe(violations), reason="PolicyViolation")
+        return md
 
     def forget(self, key: MDKey) -> None:
         if self.watcher is not None:
@@ -91,7 +99,7 @@ class MDRunner:
             try:
                 md = self.fetch(key)
             except InvalidSpec as error:
-                self._mark_invalid(key, str(error))
+                self._mark_invalid(key, error)
                 result = "invalid"
                 raise
             if md is None:
@@ -129,15 +137,18 @@ class MDRunner:
     def post_events(self, md: ModelDeployment, events: list[Event]) -> None:
         post(md.body, events)
 
-    def _mark_invalid(self, key: MDKey, message: str) -> None:
+    def _mark_invalid(self, key: MDKey, error: InvalidSpec) -> None:
+        """Ready=False with the reason, and a Warning Event when that is news."""
         body = kube.get(API_VERSION, MD_KIND, key[0], key[1]) or {}
         status: dict[str, Any] = dict(body.get("status") or {})
         generation = (body.get("metadata") or {}).get("generation")
-        conditions = set_condition(status.get("conditions"), READY, "False", "InvalidSpec",
-                                   message, generation)
+        conditions = set_condition(status.get("conditions"), READY, "False", error.reason,
+                                   str(error), generation)
         new = {"observedGeneration": generation, "conditions": conditions}
         if status_changed(status, new):
             kube.patch_status(API_VERSION, MD_PLURAL, key[0], key[1], new)
+            if body:
+                post(body, [Event("Warning", error.reason, str(error))])
 
     def due_for_resync(self, key: MDKey) -> bool:
         """Resync gate: every tick while unsteady, else once per STEADY_RESYNC_SECONDS."""

@@ -19,7 +19,8 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,9 @@ DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 SIGNATURE_VERSION = "v1"
 MAX_AGE_SECONDS = 300
 MAX_BODY_BYTES = 64 * 1024
+# Bounds the replay memory; a burst beyond it can only forget the oldest ids, which a replay
+# of would still have to be fresh and correctly signed.
+MAX_REMEMBERED_DELIVERIES = 10_000
 HANDLED_EVENTS = frozenset({
     "model_version.created",
     "model_version_alias.created",
@@ -96,12 +100,37 @@ def parse_event(body: bytes) -> tuple[str, str | None]:
         return "invalid", None
 
 
+class ReplayGuard:
+    """Delivery ids seen within the freshness window. A signed delivery outside the window is
+    refused by ``verify``, so remembering ids for that long is enough to refuse any replay."""
+
+    def __init__(self, window: float = MAX_AGE_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 limit: int = MAX_REMEMBERED_DELIVERIES) -> None:
+        self._window = window
+        self._clock = clock
+        self._limit = limit
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def seen_before(self, delivery_id: str) -> bool:
+        """True when ``delivery_id`` came within the window; records it otherwise."""
+        now = self._clock()
+        while self._seen and (now - next(iter(self._seen.values())) > self._window
+                              or len(self._seen) >= self._limit):
+            self._seen.popitem(last=False)
+        if delivery_id in self._seen:
+            return True
+        self._seen[delivery_id] = now
+        return False
+
+
 class WebhookReceiver:
     """aiohttp app owning the receiver; ``start``/``stop`` from kopf startup/cleanup."""
 
-    def __init__(self, watcher: RegistryWatcher, secret: str | None) -> None:
+    def __init__(self, watcher: RegistryWatcher, secret: str | None,
+                 replays: ReplayGuard | None = None) -> None:
         self._watcher = watcher
         self._secret = secret
+        self._replays = replays or ReplayGuard()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -121,6 +150,12 @@ class WebhookReceiver:
                 logger.warning("rejected MLflow webhook from %s: %s", request.remote, result.reason)
                 return web.json_response({"error": result.reason}, status=401)
         verified = "true" if self._secret is not None else "unsigned"
+        delivery_id = request.headers.get(DELIVERY_ID_HEADER)
+        if delivery_id and self._replays.seen_before(delivery_id):
+            # 200, not an error: a sender retrying a delivery we already took must stop.
+            metrics.WEBHOOK_EVENTS.labels(event="duplicate", verified=verified).inc()
+            logger.info("ignored MLflow webhook delivery %s seen before", delivery_id)
+            return web.json_response({"accepted": False, "duplicate": True})
         event, model = parse_event(body)
         label = event if event in HANDLED_EVENTS else "other"
         metrics.WEBHOOK_EVENTS.labels(event=label, verified=verified).inc()

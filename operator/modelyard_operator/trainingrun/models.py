@@ -188,7 +188,11 @@ class TrainingRun(BaseModel):
 
 
 class InvalidSpecError(ValueError):
-    """The spec cannot be run; the message names the field."""
+    """The spec cannot be run; the message names the field. ``reason`` is the condition's."""
+
+    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def parse_run(body: dict[str, Any]) -> TrainingRun:

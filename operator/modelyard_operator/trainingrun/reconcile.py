@@ -10,8 +10,9 @@ from typing import Any
 
 from modelyard_operator import API_VERSION, kube
 from modelyard_operator.conditions import set_condition, status_changed, utc_now
-from modelyard_operator.events import Event, Outcome
+from modelyard_operator.events import Event, Outcome, post
 from modelyard_operator.metrics import RECONCILE_DURATION, RECONCILES, TRAININGRUN_METRIC, TRAININGRUNS
+from modelyard_operator.policy import Policy, describe, trainingrun_violations
 from modelyard_operator.settings import Settings
 from modelyard_operator.trainingrun.builders import build_job, job_name, primary_mode
 from modelyard_operator.trainingrun.models import (
@@ -107,7 +108,7 @@ def invalid_spec_status(body: dict[str, Any], error: InvalidSpecError) -> dict[s
     generation = (body.get("metadata") or {}).get("generation")
     conditions = (body.get("status") or {}).get("conditions")
     for type_, value in (("Succeeded", "False"), ("Failed", "True")):
-        conditions = set_condition(conditions, type_, value, "InvalidSpec", str(error),
+        conditions = set_condition(conditions, type_, value, error.reason, str(error),
                                    generation)
     return {"phase": "Failed", "observedGeneration": generation, "message": str(error),
             "conditions": conditions}
@@ -127,14 +128,35 @@ def _run_lock(namespace: str, name: str) -> Iterator[None]:
         yield
 
 
-def _write_status(run_body: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
-    if status_changed(old, new):
+def check_policy(run: TrainingRun, settings: Settings) -> None:
+    """Refuse a run that breaks the tenant policy (for clusters without the admission policy).
+
+    Checked before the first Job only (no phase yet): a run whose Job already exists keeps
+    going after a policy change, since refusing it now would only hide how that Job ends.
+    """
+    if run.status.get("phase"):
+        return
+    violations = trainingrun_violations(run.raw_spec, Policy.from_settings(settings))
+    if violations:
+        raise InvalidSpecError(describe(violations), reason="PolicyViolation")
+
+
+def _refuse(body: dict[str, Any], error: InvalidSpecError) -> None:
+    """Failed condition plus a Warning Event, once per change (kopf stops retrying after)."""
+    if _write_status(body, body.get("status") or {}, invalid_spec_status(body, error)):
+        post(body, [Event("Warning", error.reason, str(error))])
+
+
+def _write_status(run_body: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> bool:
+    changed = status_changed(old, new)
+    if changed:
         meta = run_body["metadata"]
         kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], new)
         if old.get("phase") != new.get("phase") and new.get("phase"):
             TRAININGRUNS.labels(phase=new["phase"]).inc()
     if new.get("phase") == "Succeeded":
         _export_metrics(run_body, new)
+    return changed
 
 
 def _export_metrics(run_body: dict[str, Any], status: dict[str, Any]) -> None:
@@ -162,9 +184,10 @@ def sync_run(namespace: str, name: str, settings: Settings) -> Outcome | None:
                 return None
             try:
                 run = parse_run(body)
+                check_policy(run, settings)
             except InvalidSpecError as error:
                 result = "invalid"
-                _write_status(body, body.get("status") or {}, invalid_spec_status(body, error))
+                _refuse(body, error)
                 raise
             outcome = reconcile(run, settings)
             _write_status(run.body, run.status, outcome.status)

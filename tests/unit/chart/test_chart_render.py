@@ -21,7 +21,10 @@ STANDARD_LABELS = (
     "app.kubernetes.io/part-of",
     "helm.sh/chart",
 )
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+CLUSTER_SCOPED = {
+    "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace",
+    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+}
 
 
 def chart_meta() -> dict[str, Any]:

@@ -202,7 +202,55 @@ def test_invalid_spec_is_recorded_then_raised(kube: FakeKube) -> None:
     status = kube.objects[("TrainingRun", "iris-1")]["status"]
     assert status["phase"] == "Failed"
     assert {c["reason"] for c in status["conditions"]} == {"InvalidSpec"}
-    assert kube.created == []
+    assert jobs(kube) == []
+    assert events(kube) == [("Warning", "InvalidSpec")]
+
+
+def jobs(kube: FakeKube) -> list[str]:
+    return [name for kind, name in kube.objects if kind == "Job"]
+
+
+def events(kube: FakeKube) -> list[tuple[str, str]]:
+    return [(o["type"], o["reason"]) for (kind, _), o in kube.objects.items() if kind == "Event"]
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"image": "evil.example.com/miner:1"}, r"spec\.image: image 'evil\.example\.com/miner:1'"),
+    ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+     r"spec\.volumes\[0\]: volume type 'hostPath'"),
+    ({"env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]},
+     r"spec\.env\[0\]\.valueFrom\.secretKeyRef: Secret 'db'"),
+])
+def test_policy_violation_fails_the_run_with_condition_and_event_and_no_job(
+    kube: FakeKube, extra: dict[str, Any], field: str,
+) -> None:
+    add_run(kube, {**SPEC, **extra})
+    with pytest.raises(InvalidSpecError, match=field):
+        tr_reconcile.sync_run("ml", "iris-1", SETTINGS)
+    status = kube.objects[("TrainingRun", "iris-1")]["status"]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "PolicyViolation")
+    assert jobs(kube) == []
+    assert events(kube) == [("Warning", "PolicyViolation")]
+    # A resume (operator restart) sees a finished run: no Job, no second Event.
+    again = tr_reconcile.sync_run("ml", "iris-1", SETTINGS)
+    assert again is not None and again.finished
+    assert jobs(kube) == [] and len(events(kube)) == 1
+
+
+def test_policy_allows_configured_image_and_prefixes(kube: FakeKube) -> None:
+    settings = Settings(mlflow_tracking_uri="http://mlflow:5000",
+                        allowed_image_prefixes="registry.example.com/ml/")
+    add_run(kube, {**SPEC, "image": "registry.example.com/ml/train:2"})
+    assert tr_reconcile.sync_run("ml", "iris-1", settings) is not None
+    assert jobs(kube) == ["iris-1-train"]
+
+
+def test_policy_is_not_applied_to_a_run_that_already_started(kube: FakeKube) -> None:
+    # e.g. the operator restarted with a stricter policy: the existing Job's outcome still counts
+    add_run(kube, {**SPEC, "image": "evil.example.com/miner:1"}, {"phase": "Running"})
+    assert tr_reconcile.sync_run("ml", "iris-1", SETTINGS) is not None
 
 
 def test_deleted_run_is_ignored(kube: FakeKube) -> None:

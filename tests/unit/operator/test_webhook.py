@@ -11,7 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from modelyard_operator import metrics
-from modelyard_operator.modeldeployment.webhook import WebhookReceiver, parse_event, sign, verify
+from modelyard_operator.modeldeployment.controller import MDController
+from modelyard_operator.modeldeployment.webhook import ReplayGuard, WebhookReceiver, parse_event, sign, verify
+from modelyard_operator.settings import Settings
+from pydantic import ValidationError
 
 SECRET = "s3cret-value"
 BODY = json.dumps({
@@ -139,3 +142,96 @@ def test_receiver_ignores_unrelated_events() -> None:
     body = json.dumps({"entity": "prompt", "action": "created", "data": {"name": "p"}}).encode()
     assert _post(receiver, signed_headers(body=body), body) == 200
     assert watcher.models == []
+
+
+# -- replay protection -----------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_replay_guard_remembers_ids_for_the_window() -> None:
+    clock = Clock()
+    guard = ReplayGuard(window=300, clock=clock)
+    assert guard.seen_before("d-1") is False
+    assert guard.seen_before("d-2") is False
+    clock.now += 299
+    assert guard.seen_before("d-1") is True
+    clock.now += 2  # d-1 was first seen 301 s ago: verify() refuses its timestamp by now
+    assert guard.seen_before("d-1") is False
+
+
+def test_replay_guard_memory_is_bounded() -> None:
+    guard = ReplayGuard(window=300, clock=Clock(), limit=3)
+    for delivery in ("a", "b", "c", "d"):
+        assert guard.seen_before(delivery) is False
+    assert guard.seen_before("d") is True
+    assert guard.seen_before("a") is False  # the oldest was forgotten
+
+
+def test_receiver_ignores_a_replayed_delivery() -> None:
+    watcher = RecordingWatcher()
+    receiver = WebhookReceiver(watcher, SECRET)
+    before = _count("duplicate", "true")
+    headers = signed_headers(delivery="d-replay")
+    statuses = asyncio.run(_post_all(receiver, (headers, BODY), (headers, BODY)))
+    assert statuses == [200, 200]  # 2xx so that a retrying sender stops
+    assert watcher.models == ["iris"]  # acted on once
+    assert _count("duplicate", "true") == before + 1
+
+
+def test_a_forged_delivery_does_not_burn_its_id() -> None:
+    watcher = RecordingWatcher()
+    receiver = WebhookReceiver(watcher, SECRET)
+    forged = signed_headers(secret="wrong", delivery="d-7")
+    statuses = asyncio.run(_post_all(receiver, (forged, BODY), (signed_headers(delivery="d-7"), BODY)))
+    assert statuses == [401, 200]
+    assert watcher.models == ["iris"]
+
+
+# -- no secret: no receiver unless insecure is explicit --------------------------------------
+
+
+def _started_receiver(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    started: list[int] = []
+    controller = MDController(settings, registry=object())  # type: ignore[arg-type]
+
+    async def record(port: int, host: str = "0.0.0.0") -> None:
+        started.append(port)
+
+    monkeypatch.setattr(controller.webhook, "start", record)
+
+    async def cycle() -> None:
+        await controller.start()
+        await controller.stop()
+
+    asyncio.run(cycle())
+    return started
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, []),
+    ({"webhook_secret": SECRET}, [8081]),
+    ({"webhook_insecure": True}, [8081]),
+    ({"webhook_secret": ""}, []),  # what helm renders for an unset value
+])
+def test_receiver_starts_only_with_a_secret_or_explicitly_insecure(
+    env: dict[str, Any], expected: list[int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(**env)
+    assert _started_receiver(settings, monkeypatch) == expected
+    if not expected:
+        assert "webhook receiver not started" in caplog.text
+        assert "MODELYARD_WEBHOOK_INSECURE" in caplog.text
+
+
+def test_registering_a_webhook_without_a_receiver_fails_at_startup() -> None:
+    with pytest.raises(ValidationError, match="MODELYARD_WEBHOOK_REGISTER=true needs MODELYARD_WEBHOOK_SECRET"):
+        Settings(webhook_register=True)
+    assert Settings(webhook_register=True, webhook_insecure=True).webhook_enabled
+    assert Settings(webhook_register=True, webhook_secret=SECRET).webhook_enabled
