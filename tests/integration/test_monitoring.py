@@ -90,7 +90,8 @@ def resolve_variables(prom: Prometheus, variables: list[dict[str, Any]]) -> dict
         assert match, f"unsupported variable query {query!r}"
         found = prom.label_values(match.group(2), match.group(1))
         assert found, f"variable {var['name']}: {query} has no values"
-        values[var["name"]] = "|".join(re.escape(v) for v in found)
+        # Regex-escaped inside a PromQL string: the backslash itself must be doubled.
+        values[var["name"]] = "|".join(re.sub(r"([.*+?^${}()|\[\]\\])", r"\\\\\1", v) for v in found)
     return values
 
 
