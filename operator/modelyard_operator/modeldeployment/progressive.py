@@ -100,6 +100,12 @@ class _Pass:
     def run(self, record: Candidate | None) -> Plan:
         version = self.target.version
         if version == self.stable.version:
+            if (canary.is_active(record) and (record or {}).get("phase") == "Promoting"
+                    and (record or {}).get("version") == version):
+                # Promotion rolls stable to the approved version, so stable already names it:
+                # finish the promotion rather than mistake it for the registry moving back.
+                assert record is not None
+                return self.promoting(record)
             if canary.is_active(record):
                 assert record is not None
                 record = self.decide(canary.finish(

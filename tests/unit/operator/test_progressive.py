@@ -143,10 +143,11 @@ def metrics(monkeypatch: pytest.MonkeyPatch, candidate: MetricSnapshot) -> list[
     return answer
 
 
-def run(cluster: FakeCluster, registry: FakeRegistry, now: dt.datetime) -> progressive.Plan:
+def run(cluster: FakeCluster, registry: FakeRegistry, now: dt.datetime,
+        stable: ResolvedVersion = V3) -> progressive.Plan:
     md = parse_md(copy.deepcopy(cluster.md))
     resolver = Resolver(registry, max_age=0.0)  # type: ignore[arg-type]
-    plan = progressive.plan_rollout(md, V4, V3, Settings(), resolver, now)
+    plan = progressive.plan_rollout(md, V4, stable, Settings(), resolver, now)
     assert plan is not None
     if plan.delete_candidate:
         sides.delete_candidate(md)
@@ -176,7 +177,9 @@ def test_a_good_canary_walks_its_steps_and_promotes(cluster: FakeCluster, monkey
     cluster.apply({**cluster.deployments["iris"], "spec": {**cluster.deployments["iris"]["spec"],
                    "template": {"metadata": {"labels": {"modelyard.io/modeldeployment": "iris",
                                                         "modelyard.io/model-version": "4"}}}}})
-    plan = run(cluster, registry, T0 + dt.timedelta(seconds=70))
+    # Stable now pins the approved version, so the controller reports it as stable: that is
+    # the promotion finishing, not the registry moving back.
+    plan = run(cluster, registry, T0 + dt.timedelta(seconds=70), stable=V4)
     assert plan.candidate is not None and plan.candidate["phase"] == "Promoted"
     assert "iris-candidate" not in cluster.deployments
     assert registry.tags == {} and registry.aliases == {}  # a good rollout never writes MLflow
