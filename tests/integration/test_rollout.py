@@ -186,8 +186,7 @@ def test_good_canary_passes_every_step_and_becomes_stable(
         "minRequests": "Pass", "errorRate": "Pass", "errorRateVsStable": "Pass",
         "latency": "Pass", "divergence": "Pass"}
     assert md["status"]["resolvedVersion"] == v2 and md["status"]["previousVersion"] == v1
-    assert wait_for(lambda: candidate_deployments(cluster, namespace) == [], 60,
-                    what="candidate Deployment deleted") == []
+    wait_for(lambda: candidate_deployments(cluster, namespace) == [], 60, what="candidate Deployment deleted")
     reasons = event_reasons(cluster, namespace, name, "ModelDeployment")
     assert {"RolloutStarted", "StepPassed", "CandidatePromoted"} <= reasons
     assert "modelyard.rejected" not in (mc.get_model_version(model, v2).tags or {})
