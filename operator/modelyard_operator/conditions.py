@@ -11,6 +11,16 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 timestamp from status (the format utc_now writes), or None."""
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
     """The condition of ``type_``, or None."""
     for condition in conditions or []:

@@ -152,24 +152,21 @@ class Registry:
         aliases = {str(k): str(v) for k, v in (model.aliases or {}).items()}
         return ModelSnapshot(name=name, aliases=aliases, stages=stages)
 
-    def version(self, name: str, version: str) -> ResolvedVersion:
-        """Details (source run) of one version; ModelNotFound if it does not exist."""
+    def _model_version(self, name: str, version: str) -> Any:
         try:
-            mv = self._client.get_model_version(name, version)
+            return self._client.get_model_version(name, version)
         except MlflowException as error:
             raise self._map(error, f"version {version} of model {name!r} not found") from error
         except Exception as error:
             raise self._unavailable(error) from error
-        return _resolved(mv)
+
+    def version(self, name: str, version: str) -> ResolvedVersion:
+        """Details (source run) of one version; ModelNotFound if it does not exist."""
+        return _resolved(self._model_version(name, version))
 
     def version_tags(self, name: str, version: str) -> dict[str, str]:
         """Tags of one version (read fresh: unlike the version's source, tags change)."""
-        try:
-            mv = self._client.get_model_version(name, version)
-        except MlflowException as error:
-            raise self._map(error, f"version {version} of model {name!r} not found") from error
-        except Exception as error:
-            raise self._unavailable(error) from error
+        mv = self._model_version(name, version)
         return {str(k): str(v) for k, v in (mv.tags or {}).items()}
 
     def tag_version(self, name: str, version: str, key: str, value: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from modelyard_operator.conditions import parse_time
 from modelyard_operator.modeldeployment.analysis import Verdict
 
 ACTIVE = frozenset({"Progressing", "Paused", "Promoting"})
@@ -37,15 +38,6 @@ def split(total: int, weight: int) -> tuple[int, int]:
 
 def format_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def step_text(step: int, steps: list[int]) -> str:

@@ -106,13 +106,3 @@ def read_drift(namespace: str, service: str, version: str | None) -> DriftReadin
         else:
             logger.debug("drift read from %s for %s/%s: HTTP %s", ip, namespace, service, status)
     return aggregate(answers, version)
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An RFC 3339 timestamp from status, or None."""
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 from modelyard_operator import API_VERSION, kube, metrics
+from modelyard_operator.conditions import parse_time
 from modelyard_operator.events import Event
-from modelyard_operator.modeldeployment.drift import DriftReading, decide, parse_time, read_drift
+from modelyard_operator.modeldeployment.drift import DriftReading, decide, read_drift
 from modelyard_operator.modeldeployment.models import MD_PLURAL, RETRAIN_LABEL, ModelDeployment
 from modelyard_operator.modeldeployment.status import retraining_condition
 

@@ -6,7 +6,8 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from modelyard_operator.modeldeployment.drift import DriftReading, aggregate, decide, parse_time
+from modelyard_operator.conditions import parse_time
+from modelyard_operator.modeldeployment.drift import DriftReading, aggregate, decide
 from modelyard_operator.modeldeployment.models import parse_md
 from modelyard_operator.modeldeployment.retrain import build_training_run, retrain_index, retrain_name
 
