@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -224,6 +225,8 @@ def _prepare_host(state: Path) -> None:
     if not saved.exists():
         saved.write_text(json.dumps({k: _sysctl(k) for k in SYSCTLS}))
     _guard_forwarding()  # before forwarding is on, so no packet ever slips through
+    if not Path("/proc/sys/net/bridge").exists() and shutil.which("modprobe"):
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
     if not Path("/proc/sys/net/bridge").exists():
         raise RuntimeError("br_netfilter is not loaded (modprobe br_netfilter): kube-proxy needs it "
                            "for pod-to-Service traffic on the bridge")
