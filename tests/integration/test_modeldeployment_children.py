@@ -169,7 +169,14 @@ def test_defaults_and_explain(cluster: Any, namespace: str, crds: Any) -> None:
         "modelyard.io", "v1alpha1", namespace, "modeldeployments", "defaults")
     spec = obj["spec"]
     assert spec["replicas"] == 1
-    assert spec["rollout"] == {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": 600}
+    assert spec["rollout"] == {
+        "strategy": "Rolling", "maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": 600,
+        "steps": [10, 50, 100],
+        "analysis": {"interval": "1m", "maxErrorRate": 0.01, "errorRateMargin": 0.005, "maxLatencyRatio": 1.5,
+                     "maxDivergence": 0.1, "minRequests": 100, "trafficDeadline": "10m"},
+        "shadow": {"percent": 10, "minAgreement": 0.95, "minSamples": 200, "tolerance": 0.01},
+        "rollback": {"revertAlias": False},
+    }
     assert spec["monitoring"] == {"serviceMonitor": "auto", "interval": "30s"}
     explained = cluster.kubectl("explain", "modeldeployment.spec.model.alias").stdout
     assert "Follow this MLflow alias" in explained
