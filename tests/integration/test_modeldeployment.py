@@ -8,11 +8,14 @@ are imported by the other test_modeldeployment_*.py and test_retrain*.py files.
 from __future__ import annotations
 
 import json
+import random
 import statistics
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,6 +116,50 @@ def predict(ip: str, rows: list[list[float]] | None = None, timeout: float = 5) 
     return result
 
 
+class PredictLoop:
+    """Predicts continuously against the Service's ready endpoints, as a client would.
+
+    ``rows``: draw each request's row from these (seeded); default the one IRIS_ROW.
+    """
+
+    def __init__(self, cluster: Any, namespace: str, service: str,
+                 rows: list[list[float]] | None = None, pause: float = 0.02) -> None:
+        self.cluster, self.namespace, self.service = cluster, namespace, service
+        self.rows, self.pause = rows or [IRIS_ROW], pause
+        self.ok: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PredictLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        endpoints: list[str] = []
+        refreshed, i = 0.0, 0
+        while not self._stop.is_set():
+            if time.monotonic() - refreshed > 0.5:  # kube-proxy-like endpoint refresh
+                endpoints = ready_endpoints(self.cluster, self.namespace, self.service)
+                refreshed = time.monotonic()
+            if not endpoints:
+                self.failures.append("no ready endpoint")
+                time.sleep(0.1)
+                continue
+            ip = endpoints[i % len(endpoints)]
+            i += 1
+            try:
+                self.ok[str(predict(ip, [rng.choice(self.rows)])["modelVersion"])] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is the finding
+                self.failures.append(f"{ip}: {error!r}")
+            time.sleep(self.pause)
+
+
 def served_versions(cluster: Any, namespace: str, name: str) -> set[str]:
     return {str(predict(ip)["modelVersion"]) for ip in ready_endpoints(cluster, namespace, name)}
 
@@ -130,22 +177,33 @@ def iris_profile(x: np.ndarray, names: list[str], bins: int = 10) -> dict[str, A
 
 def log_iris_version(cluster: Any, model: str) -> str:
     """Train iris LogisticRegression, log it like training does, register a new version."""
+    from sklearn.linear_model import LogisticRegression
+
+    return log_iris_estimator(cluster, model, LogisticRegression(max_iter=500), profile=True)
+
+
+def log_iris_estimator(cluster: Any, model: str, estimator: Any, profile: bool = False) -> str:
+    """Fit ``estimator`` on iris, log it with its signature and register a new version.
+
+    ``profile``: also log the input example and the drift profile, as training does.
+    """
     from mlflow.models import infer_signature
     from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
 
     frame = load_iris(as_frame=True).frame
     features = frame.drop(columns=["target"])
-    estimator = LogisticRegression(max_iter=500).fit(features.to_numpy(np.float64), frame["target"])
+    estimator.fit(features.to_numpy(np.float64), frame["target"])
+    extra: dict[str, Any] = {}
+    if profile:
+        extra = {"input_example": features.head(2),
+                 "metadata": {"modelyard_profile": iris_profile(features.to_numpy(np.float64),
+                                                                list(features.columns))}}
     mlflow.set_tracking_uri(cluster.mlflow_uri)
     mlflow.set_experiment(model)
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             estimator, name="model", registered_model_name=model,
-            signature=infer_signature(features, estimator.predict(features.to_numpy())),
-            input_example=features.head(2),
-            metadata={"modelyard_profile": iris_profile(features.to_numpy(np.float64),
-                                                        list(features.columns))},
+            signature=infer_signature(features, estimator.predict(features.to_numpy())), **extra,
         )
     return str(info.registered_model_version)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -12,14 +10,13 @@ import pytest
 from tests.helpers import condition, kubectl_apply, mlflow_client, wait_for
 
 from .test_modeldeployment import (
+    PredictLoop,
     deployment,
     deployment_version,
     get_md,
     log_iris_version,
     md_manifest,
     pods,
-    predict,
-    ready_endpoints,
     register_broken_version,
     served_versions,
     unique,
@@ -28,44 +25,6 @@ from .test_modeldeployment import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-class PredictLoop:
-    """Predicts continuously against the Service's ready endpoints, as a client would."""
-
-    def __init__(self, cluster: Any, namespace: str, service: str) -> None:
-        self.cluster, self.namespace, self.service = cluster, namespace, service
-        self.ok: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PredictLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        endpoints: list[str] = []
-        refreshed, i = 0.0, 0
-        while not self._stop.is_set():
-            if time.monotonic() - refreshed > 0.5:  # kube-proxy-like endpoint refresh
-                endpoints = ready_endpoints(self.cluster, self.namespace, self.service)
-                refreshed = time.monotonic()
-            if not endpoints:
-                self.failures.append("no ready endpoint")
-                time.sleep(0.1)
-                continue
-            ip = endpoints[i % len(endpoints)]
-            i += 1
-            try:
-                self.ok[str(predict(ip)["modelVersion"])] += 1
-            except Exception as error:  # noqa: BLE001 - every failure is the finding
-                self.failures.append(f"{ip}: {error!r}")
-            time.sleep(0.02)
 
 
 def test_bad_version_never_replaces_serving(cluster: Any, namespace: str, operator: Any) -> None:

@@ -9,16 +9,9 @@ small to keep the tests lean; the gates are the real ones.
 
 from __future__ import annotations
 
-import json
-import random
-import threading
 import time
-import urllib.request
-from collections import Counter
 from typing import Any
 
-import mlflow
-import numpy as np
 import pytest
 from kubernetes import client
 
@@ -26,10 +19,11 @@ from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client
 
 from .test_modeldeployment import (
     READY_TIMEOUT,
+    PredictLoop,
     get_md,
+    log_iris_estimator,
     log_iris_version,
     md_manifest,
-    ready_endpoints,
     unique,
     wait_condition,
     wait_serving,
@@ -56,68 +50,11 @@ def _iris_rows() -> list[list[float]]:
     return [[float(v) for v in row] for row in load_iris().data]
 
 
-class Load:
-    """Predicts continuously on random iris rows against the Service's ready endpoints."""
-
-    def __init__(self, cluster: Any, namespace: str, service: str) -> None:
-        self.cluster, self.namespace, self.service = cluster, namespace, service
-        self.rows = _iris_rows()
-        self.ok: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        rng = random.Random(7)
-        endpoints: list[str] = []
-        refreshed, i = 0.0, 0
-        while not self._stop.is_set():
-            if time.monotonic() - refreshed > 0.5:  # kube-proxy-like endpoint refresh
-                endpoints = ready_endpoints(self.cluster, self.namespace, self.service)
-                refreshed = time.monotonic()
-            if not endpoints:
-                self.failures.append("no ready endpoint")
-                time.sleep(0.1)
-                continue
-            ip = endpoints[i % len(endpoints)]
-            i += 1
-            body = json.dumps({"instances": [rng.choice(self.rows)]}).encode()
-            request = urllib.request.Request(f"http://{ip}:8080/predict", data=body,
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    self.ok[str(json.loads(response.read())["modelVersion"])] += 1
-            except Exception as error:  # noqa: BLE001 - every failure is the finding
-                self.failures.append(f"{ip}: {error!r}")
-            time.sleep(0.01)
-
-
 def log_constant_version(cluster: Any, model: str, constant: int = 2) -> str:
     """A version that loads and answers fine but always predicts one class: a shifted model."""
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_iris
     from sklearn.dummy import DummyClassifier
 
-    frame = load_iris(as_frame=True).frame
-    features = frame.drop(columns=["target"])
-    estimator = DummyClassifier(strategy="constant", constant=constant)
-    estimator.fit(features.to_numpy(np.float64), frame["target"])
-    mlflow.set_tracking_uri(cluster.mlflow_uri)
-    mlflow.set_experiment(model)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            estimator, name="model", registered_model_name=model,
-            signature=infer_signature(features, estimator.predict(features.to_numpy())),
-        )
-    return str(info.registered_model_version)
+    return log_iris_estimator(cluster, model, DummyClassifier(strategy="constant", constant=constant))
 
 
 def candidate_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -165,7 +102,7 @@ def test_good_canary_passes_every_step_and_becomes_stable(
     model, v1, mc = start_canary(cluster, namespace, name)
     v2 = log_iris_version(cluster, model)  # same data, same answers: a healthy candidate
     steps_seen: set[int] = set()
-    with Load(cluster, namespace, name) as load:
+    with PredictLoop(cluster, namespace, name, rows=_iris_rows(), pause=0.01) as load:
         mc.set_registered_model_alias(model, "champion", v2)
         first = wait_candidate(cluster, namespace, name, version=v2, phase="Progressing")
         assert first["stableVersion"] == v1 and first["weight"] == 50
@@ -198,7 +135,7 @@ def test_shifted_candidate_is_rolled_back_and_stable_keeps_serving(
     name = "canary-bad"
     model, v1, mc = start_canary(cluster, namespace, name)
     bad = log_constant_version(cluster, model)
-    with Load(cluster, namespace, name) as load:
+    with PredictLoop(cluster, namespace, name, rows=_iris_rows(), pause=0.01) as load:
         mc.set_registered_model_alias(model, "champion", bad)
         record = wait_candidate(cluster, namespace, name, version=bad, phase="Rejected")
         md = wait_condition(cluster, namespace, name, "Degraded", "True", "CandidateRejected")
@@ -233,7 +170,7 @@ def test_operator_restart_mid_rollout_resumes(cluster: Any, namespace: str, oper
     model, _, mc = start_canary(cluster, namespace, name,
                                 analysis={**CANARY["analysis"], "interval": "30s"})
     v2 = log_iris_version(cluster, model)
-    with Load(cluster, namespace, name) as load:
+    with PredictLoop(cluster, namespace, name, rows=_iris_rows(), pause=0.01) as load:
         mc.set_registered_model_alias(model, "champion", v2)
         wait_for(lambda: len(candidate_deployments(cluster, namespace)) == 1
                  and candidate_deployments(cluster, namespace)[0].status.ready_replicas == 1,
