@@ -75,7 +75,11 @@ def post(involved: dict[str, Any], events: list[Event]) -> None:
     for event in events:
         try:
             kube.create(event_object(involved, event, now))
-        except Exception:  # an Event is best effort; never fail a reconcile over it
+        except Exception as error:  # an Event is best effort; never fail a reconcile over it
+            if kube.is_namespace_terminating(error):
+                logger.debug("namespace %s is terminating; event %s dropped",
+                             involved["metadata"].get("namespace"), event.reason)
+                return
             logger.warning("could not post event %s for %s/%s", event.reason,
                            involved["metadata"].get("namespace"), involved["metadata"].get("name"),
                            exc_info=True)

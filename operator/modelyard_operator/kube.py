@@ -254,3 +254,15 @@ def is_not_found(error: Exception) -> bool:
     return isinstance(error, NotFoundError) or (
         isinstance(error, ApiException) and error.status == 404
     )
+
+
+def is_namespace_terminating(error: Exception) -> bool:
+    """True when the API server refused a write because its namespace is being deleted.
+
+    That 403 is not an RBAC refusal: the namespace and everything in it are on their way out.
+    """
+    status = getattr(error, "status", None)
+    body = getattr(error, "body", None) or ""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    return status == 403 and "NamespaceTerminating" in str(body)
