@@ -94,6 +94,18 @@ class ServingMetrics:
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 once the model is loaded and serving.", registry=r)
         self.load_seconds = Gauge(f"{PREFIX}_model_load_seconds", "Seconds the last successful load took.", registry=r)
         self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Failed model load attempts.", registry=r)
+        self.shadow_requests = Counter(
+            f"{PREFIX}_shadow_requests",
+            "Shadow mirroring: sampled requests by outcome (compared, dropped, unreachable, http_Nxx, invalid).",
+            ["outcome"],
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            f"{PREFIX}_shadow_rows",
+            "Shadow mirroring: mirrored rows by the candidate's version and whether it agreed with this server.",
+            ["candidate_version", "outcome"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
         self._class_children: dict[Any, Any] = {}
@@ -119,6 +131,13 @@ class ServingMetrics:
         if hist is None:
             hist = self._latency_children[route] = self.latency.labels(route)
         hist.observe(seconds)
+
+    def count_shadow_request(self, outcome: str) -> None:
+        self.shadow_requests.labels(outcome).inc()
+
+    def count_shadow_rows(self, candidate_version: str, agree: int, disagree: int) -> None:
+        self.shadow_rows.labels(candidate_version, "agree").inc(agree)
+        self.shadow_rows.labels(candidate_version, "disagree").inc(disagree)
 
     def count_model_error(self) -> None:
         if self._model_errors is not None:

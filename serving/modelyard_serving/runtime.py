@@ -15,6 +15,7 @@ import numpy as np
 from .drift import DriftSnapshot, DriftTracker
 from .errors import NotReady, PredictionFailed
 from .metrics import ServingMetrics
+from .mirror import Mirror
 from .model_store import LoadedModel, ModelStore, Prediction
 from .settings import ServingSettings
 
@@ -33,6 +34,7 @@ class Runtime:
         self.drift: DriftTracker | None = None
         self.drift_reason = "model not loaded yet"
         self.metrics.add_drift(self.drift_snapshot)
+        self.mirror = Mirror(settings, self.metrics) if settings.shadow_url else None
 
     @property
     def expected_name(self) -> str:
@@ -62,6 +64,8 @@ class Runtime:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader
+            if self.mirror is not None:
+                await self.mirror.close()
 
     async def load_until_ready(self) -> None:
         """Load in a worker thread so /healthz and /readyz answer meanwhile; on failure stay
@@ -128,6 +132,8 @@ class Runtime:
         self.metrics.count_predictions(result.predictions)
         if self.drift is not None:
             self.drift.observe(rows)
+        if self.mirror is not None:
+            self.mirror.offer(rows, result.predictions, model.classes is not None)
         return result
 
     def drift_snapshot(self) -> DriftSnapshot | None:

@@ -35,6 +35,18 @@ class ServingSettings(BaseSettings):
     drift_window: int = Field(default=10_000, ge=0, description="Rows kept for drift; 0 turns drift tracking off.")
     log_level: str = "INFO"
     access_log: bool = Field(default=True, description="One JSON line per request on stderr.")
+    shadow_url: str | None = Field(
+        default=None,
+        description=(
+            "Shadow rollouts: base URL of the candidate to mirror sampled requests to (set by "
+            "the operator on stable pods); unset turns mirroring off."
+        ),
+    )
+    shadow_percent: float = Field(default=10.0, gt=0, le=100, description="Share of requests mirrored.")
+    shadow_tolerance: float = Field(
+        default=0.01, ge=0, description="Regressors: relative error within which outputs agree."
+    )
+    shadow_timeout_seconds: float = Field(default=2.0, gt=0, description="Timeout of one mirrored request.")
     load_retry_max_seconds: float = Field(
         default=60.0,
         ge=0,

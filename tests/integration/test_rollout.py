@@ -189,3 +189,78 @@ def test_operator_restart_mid_rollout_resumes(cluster: Any, namespace: str, oper
     assert load.failures == [], load.failures[:5]
     started = event_messages(cluster, namespace, name, "RolloutStarted")
     assert len([m for m in started if f"version {v2}" in m]) == 1  # not started twice
+
+
+# Shadow: half of the live requests are mirrored; 40 compared rows decide.
+SHADOW = {
+    "strategy": "Shadow",
+    "shadow": {"percent": 50, "minSamples": 40, "minAgreement": 0.9},
+    "analysis": {"interval": "10s", "trafficDeadline": "3m", "maxLatencyRatio": 10},
+}
+
+
+def shadow_services(cluster: Any, namespace: str) -> list[str]:
+    services = client.CoreV1Api(cluster.api).list_namespaced_service(
+        namespace, label_selector=CANDIDATE_SELECTOR).items
+    return [str(s.metadata.name) for s in services]
+
+
+def start_shadow(cluster: Any, namespace: str, name: str) -> tuple[str, str, Any]:
+    model = unique("iris")
+    v1 = log_iris_version(cluster, model)
+    mc = mlflow_client(cluster)
+    mc.set_registered_model_alias(model, "champion", v1)
+    kubectl_apply(cluster, namespace, md_manifest(
+        name, {"name": model, "alias": "champion"}, replicas=2, rollout=SHADOW))
+    wait_serving(cluster, namespace, name, v1)
+    return model, v1, mc
+
+
+def test_agreeing_shadow_candidate_is_promoted_and_served_no_client_before(
+    cluster: Any, namespace: str, operator: Any,
+) -> None:
+    name = "shadow-good"
+    model, v1, mc = start_shadow(cluster, namespace, name)
+    v2 = log_iris_version(cluster, model)
+    with PredictLoop(cluster, namespace, name, rows=_iris_rows(), pause=0.01) as load:
+        mc.set_registered_model_alias(model, "champion", v2)
+        wait_candidate(cluster, namespace, name, version=v2, phase="Progressing", strategy="Shadow")
+        wait_for(lambda: shadow_services(cluster, namespace) == [f"{name}-shadow"], 60,
+                 what="shadow Service")
+        record = wait_candidate(cluster, namespace, name, version=v2, phase="Promoting")
+        # Until promotion every client answer came from stable: the candidate only shadowed.
+        assert set(load.ok) == {v1}, load.ok
+        wait_candidate(cluster, namespace, name, version=v2, phase="Promoted")
+        wait_serving(cluster, namespace, name, v2)
+        time.sleep(2)  # requests in flight while the old pods drain
+    assert load.failures == [], load.failures[:5]
+    gates = {g["name"]: g for g in record["gates"]}
+    assert {n: g["result"] for n, g in gates.items()} == {
+        "minSamples": "Pass", "agreement": "Pass", "errorRate": "Pass", "latency": "Pass"}
+    assert gates["agreement"]["value"] >= 0.9 and gates["minSamples"]["value"] >= 40
+    wait_for(lambda: candidate_deployments(cluster, namespace) == [], 60, what="candidate deleted")
+    wait_for(lambda: shadow_services(cluster, namespace) == [], 60, what="shadow Service deleted")
+
+
+def test_disagreeing_shadow_candidate_is_rejected_without_a_client_error(
+    cluster: Any, namespace: str, operator: Any,
+) -> None:
+    name = "shadow-bad"
+    model, v1, mc = start_shadow(cluster, namespace, name)
+    bad = log_constant_version(cluster, model)
+    with PredictLoop(cluster, namespace, name, rows=_iris_rows(), pause=0.01) as load:
+        mc.set_registered_model_alias(model, "champion", bad)
+        record = wait_candidate(cluster, namespace, name, version=bad, phase="Rejected")
+        md = wait_condition(cluster, namespace, name, "Degraded", "True", "CandidateRejected")
+        time.sleep(3)
+    assert load.failures == [], load.failures[:5]
+    assert set(load.ok) == {v1}, load.ok  # the shadow never answered a client
+    failed = [g for g in record["gates"] if g["result"] == "Fail"]
+    assert [g["name"] for g in failed] == ["agreement"]
+    # The constant model agrees only on the rows of its one class: about a third of iris.
+    assert failed[0]["value"] < 0.9 == failed[0]["threshold"]
+    assert "agreement" in condition(md, "Degraded")["message"]
+    assert any("agreement" in m for m in event_messages(cluster, namespace, name, "CandidateRejected"))
+    assert (mc.get_model_version(model, bad).tags or {}).get("modelyard.rejected", "").startswith("agreement=")
+    wait_for(lambda: candidate_deployments(cluster, namespace) == [] and shadow_services(cluster, namespace) == [],
+             60, what="candidate and shadow Service deleted")

@@ -6,6 +6,7 @@ from typing import Any
 
 from modelyard_operator.modeldeployment.models import (
     MD_LABEL,
+    SHADOW_LABEL,
     TRACK_LABEL,
     VERSION_LABEL,
     ModelDeployment,
@@ -67,10 +68,32 @@ def _env(md: ModelDeployment, version: ResolvedVersion, settings: Settings) -> l
             "name": "MODELYARD_API_KEY",
             "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
         })
+    env.extend(_shadow_env(md))
     user = [e for e in md.spec.env if e.get("name") not in RESERVED_ENV]
     user_names = {e.get("name") for e in user}
     # User entries replace ours by name: SSA keys env by name and rejects duplicates.
     return [e for e in env if e["name"] not in user_names] + user
+
+
+def shadow_name(md: ModelDeployment) -> str:
+    return f"{md.name}-shadow"
+
+
+def _shadow_env(md: ModelDeployment) -> list[dict[str, Any]]:
+    """With the Shadow strategy, stable pods always know where a shadow candidate would be.
+
+    The Service behind that name exists only while a shadow candidate runs, so a rollout
+    starts and ends without restarting stable pods; the server backs off while it is absent.
+    """
+    if md.spec.rollout.strategy != "Shadow":
+        return []
+    shadow = md.spec.rollout.shadow
+    return [
+        {"name": "MODELYARD_SHADOW_URL",
+         "value": f"http://{shadow_name(md)}.{md.namespace}.svc.cluster.local:{SERVICE_PORT}"},
+        {"name": "MODELYARD_SHADOW_PERCENT", "value": f"{shadow.percent:g}"},
+        {"name": "MODELYARD_SHADOW_TOLERANCE", "value": f"{shadow.tolerance:g}"},
+    ]
 
 
 def _resources(md: ModelDeployment) -> dict[str, Any]:
@@ -189,13 +212,31 @@ def build_candidate_deployment(
     labels = {**spec["template"]["metadata"]["labels"], **track}
     if not behind_service:
         labels.pop(MD_LABEL)
-        labels["modelyard.io/shadow-of"] = md.name
-    selector = {k: v for k, v in labels.items() if k in (MD_LABEL, "modelyard.io/shadow-of")}
+        labels[SHADOW_LABEL] = md.name
+    selector = {k: v for k, v in labels.items() if k in (MD_LABEL, SHADOW_LABEL)}
     spec["template"]["metadata"]["labels"] = labels
     spec["selector"] = {"matchLabels": {**selector, **track}}
     spec["replicas"] = replicas  # the HPA scales stable only; the candidate's size is ours
+    container = spec["template"]["spec"]["containers"][0]
+    # The candidate never mirrors: only stable pods compare against it.
+    container["env"] = [e for e in container["env"] if not e["name"].startswith("MODELYARD_SHADOW_")]
     deployment["metadata"] = {**_metadata(md, track), "name": candidate_name(md)}
     return deployment
+
+
+def build_shadow_service(md: ModelDeployment) -> dict[str, Any]:
+    """The address stable pods mirror to: the shadow candidate's pods, and only them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {**_metadata(md, {TRACK_LABEL: "candidate"}), "name": shadow_name(md)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {SHADOW_LABEL: md.name, TRACK_LABEL: "candidate"},
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http",
+                       "protocol": "TCP"}],
+        },
+    }
 
 
 def build_service(md: ModelDeployment) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from modelyard_operator.modeldeployment.analysis import Verdict
 ACTIVE = frozenset({"Progressing", "Paused", "Promoting"})
 REJECTED_TAG = "modelyard.rejected"
 CONTROLS = frozenset({"promote", "abort", "pause", "resume"})
+# Gates that fail below their threshold (the others fail above it).
+LOWER_BOUNDS = frozenset({"agreement"})
 
 Candidate = dict[str, Any]
 
@@ -106,8 +108,8 @@ def rejection_tag(verdict_or_reason: Verdict | str) -> str:
     if isinstance(verdict_or_reason, str):
         return verdict_or_reason[:500]
     parts = [
-        f"{g.name}={g.value:.4g}>{g.threshold:.4g}" if g.value is not None and g.threshold is not None
-        else g.name
+        f"{g.name}={g.value:.4g}{'<' if g.name in LOWER_BOUNDS else '>'}{g.threshold:.4g}"
+        if g.value is not None and g.threshold is not None else g.name
         for g in verdict_or_reason.failed
     ]
     return ",".join(parts)[:500]

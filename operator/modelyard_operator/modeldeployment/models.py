@@ -22,6 +22,8 @@ VERSION_LABEL = "modelyard.io/model-version"
 RETRAIN_LABEL = "modelyard.io/retrain-for"
 # Marks candidate pods (Canary/Shadow); stable pods never carry it, so "!track" selects them.
 TRACK_LABEL = "modelyard.io/track"
+# Replaces MD_LABEL on a shadow candidate's pods, so the ModelDeployment's Service skips them.
+SHADOW_LABEL = "modelyard.io/shadow-of"
 # kubectl annotate md NAME modelyard.io/rollout=promote|abort|pause|resume
 ROLLOUT_ANNOTATION = "modelyard.io/rollout"
 

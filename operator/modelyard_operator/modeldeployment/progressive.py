@@ -20,8 +20,10 @@ from typing import Any
 from modelyard_operator import API_VERSION, kube
 from modelyard_operator.events import Event
 from modelyard_operator.modeldeployment import canary, sides
-from modelyard_operator.modeldeployment.analysis import Gates, Verdict, evaluate
-from modelyard_operator.modeldeployment.builders import build_candidate_deployment
+from modelyard_operator.modeldeployment.builders import (
+    build_candidate_deployment,
+    build_shadow_service,
+)
 from modelyard_operator.modeldeployment.canary import Candidate
 from modelyard_operator.modeldeployment.models import (
     MD_KIND,
@@ -128,9 +130,12 @@ class _Pass:
             held = self.held_back(record)
             if held is not None:
                 return held
+            record = canary.start(version, self.stable.version, self.rollout.strategy,
+                                  self.rollout.steps, self.now)
+            if self.rollout.strategy == "Shadow":
+                record["shadowBaseline"] = sides.shadow_baseline(self.md, self.stable.version, version)
             record = self.decide(
-                canary.start(version, self.stable.version, self.rollout.strategy,
-                             self.rollout.steps, self.now),
+                record,
                 Event("Normal", "RolloutStarted",
                       f"{self.rollout.strategy} of version {version} against {self.stable.version}"))
         assert record is not None
@@ -208,6 +213,8 @@ class _Pass:
         self.candidate = kube.apply(build_candidate_deployment(
             self.md, self.target, self.settings, replicas,
             behind_service=self.rollout.strategy == "Canary"), owner=self.md.body)
+        if self.rollout.strategy == "Shadow":
+            kube.apply(build_shadow_service(self.md), owner=self.md.body)
         return None if self.md.spec.autoscaling is not None else stable
 
     def analyse_step(self, record: Candidate, stable_replicas: int | None) -> Plan:
@@ -223,7 +230,7 @@ class _Pass:
                                            health.message), replicas=stable_replicas)
         if canary.elapsed(record, self.now) < analysis.interval_seconds:
             return self.plan(record, replicas=stable_replicas)
-        verdict = self.measure(record)
+        verdict = sides.measure(self.md, self.stable.version, self.candidate, version, record)
         if verdict is None:
             return self.plan(record, replicas=stable_replicas)
         record = canary.with_verdict(record, verdict)
@@ -244,20 +251,6 @@ class _Pass:
         if record["phase"] == "Promoting":
             return self.promoting(record)
         return self.plan(record, replicas=self.apply_candidate(record))
-
-    def measure(self, record: Candidate) -> Verdict | None:
-        stable_ips = sides.ready_ips(sides.stable_pods(self.md), self.stable.version)
-        candidate_ips = sides.ready_ips(sides.candidate_pods(self.md, self.candidate),
-                                        self.target.version)
-        stable, candidate = sides.read_snapshot(stable_ips), sides.read_snapshot(candidate_ips)
-        if stable is None or candidate is None:
-            return None
-        a = self.rollout.analysis
-        gates = Gates(a.max_error_rate, a.error_rate_margin, a.max_latency_ratio,
-                      a.max_divergence, a.min_requests)
-        start = float(record.get("stepStartRequests") or 0)
-        step_requests = candidate.requests - start if candidate.requests >= start else candidate.requests
-        return evaluate(stable, candidate, gates, step_requests)
 
     def promoting(self, record: Candidate) -> Plan:
         """Stable rolls to the approved version; the candidate goes once that is complete."""

@@ -13,6 +13,7 @@ from modelyard_operator.modeldeployment import progressive, sides
 from modelyard_operator.modeldeployment.analysis import MetricSnapshot
 from modelyard_operator.modeldeployment.models import parse_md
 from modelyard_operator.modeldeployment.resolver import Resolver
+from modelyard_operator.modeldeployment.shadow import Tally
 from modelyard_operator.registry import ModelSnapshot, ResolvedVersion
 from modelyard_operator.settings import Settings
 
@@ -53,6 +54,8 @@ class FakeCluster:
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         pods = []
         for dep in self.deployments.values():
+            if dep.get("kind") == "Service":
+                continue
             labels = dep["spec"]["template"]["metadata"]["labels"]
             for i in range(dep["spec"].get("replicas", 1)):
                 pods.append({"metadata": {"name": f"{dep['metadata']['name']}-{i}", "labels": labels},
@@ -128,8 +131,13 @@ def metrics(monkeypatch: pytest.MonkeyPatch, candidate: MetricSnapshot) -> list[
     """What candidate pods answer (replace ``[0]`` to change it); stable answers GOOD."""
     answer = [candidate]
 
-    def read(ips: list[str]) -> MetricSnapshot | None:
-        return answer[0] if ips and ips[0] in _candidate_ips else GOOD
+    def read(ips: list[str]) -> list[str]:
+        return [("candidate" if ip in _candidate_ips else "stable") for ip in ips]
+
+    def snapshot(texts: list[str]) -> MetricSnapshot | None:
+        if not texts:
+            return None
+        return answer[0] if texts[0] == "candidate" else GOOD
     _candidate_ips: set[str] = set()
 
     original = sides.candidate_pods
@@ -138,7 +146,8 @@ def metrics(monkeypatch: pytest.MonkeyPatch, candidate: MetricSnapshot) -> list[
         pods = original(md, deployment)
         _candidate_ips.update(p["status"]["podIP"] for p in pods)
         return pods
-    monkeypatch.setattr(sides, "read_snapshot", read)
+    monkeypatch.setattr(sides, "read_metrics", read)
+    monkeypatch.setattr(sides, "snapshot", snapshot)
     monkeypatch.setattr(sides, "candidate_pods", candidate_pods)
     return answer
 
@@ -247,3 +256,55 @@ def test_registry_moving_mid_rollout_aborts_and_starts_over(
     assert [e.reason for e in plan.events] == ["RolloutAborted", "RolloutStarted"]
     labels = cluster.deployments["iris-candidate"]["spec"]["template"]["metadata"]["labels"]
     assert labels["modelyard.io/model-version"] == "5"
+
+
+def shadow(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, first: Tally) -> list[Tally]:
+    """A Shadow ModelDeployment; stable pods' agreement counters answer ``[0]``."""
+    cluster.md["spec"]["rollout"] = {
+        "strategy": "Shadow", "shadow": {"percent": 25, "minSamples": 100, "minAgreement": 0.9},
+        "analysis": {"interval": "30s"}, "rollback": {"revertAlias": False}}
+    metrics(monkeypatch, GOOD)
+    counts = [first]
+    monkeypatch.setattr(sides, "tally", lambda texts, version: counts[0])
+    return counts
+
+
+def test_a_shadow_candidate_gets_its_own_service_and_promotes_on_agreement(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counts = shadow(cluster, monkeypatch, Tally(5, 0))  # left over from an earlier rollout
+    registry = FakeRegistry()
+    plan = run(cluster, registry, T0)
+    assert plan.candidate is not None and plan.candidate["shadowBaseline"] == {"agree": 5, "disagree": 0}
+    assert plan.stable_replicas is None  # stable keeps serving every client
+    candidate = cluster.deployments["iris-candidate"]
+    labels = candidate["spec"]["template"]["metadata"]["labels"]
+    assert "modelyard.io/modeldeployment" not in labels  # outside the ModelDeployment's Service
+    assert candidate["spec"]["replicas"] == 1  # 25 % of 4
+    env = {e["name"] for e in candidate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not {n for n in env if n.startswith("MODELYARD_SHADOW_")}  # a candidate never mirrors
+    service = cluster.deployments["iris-shadow"]
+    assert service["spec"]["selector"] == {"modelyard.io/shadow-of": "iris", "modelyard.io/track": "candidate"}
+    counts[0] = Tally(65, 0)  # 60 rows since the baseline: not enough to decide
+    plan = run(cluster, registry, T0 + dt.timedelta(seconds=31))
+    assert plan.candidate is not None and plan.candidate["phase"] == "Progressing"
+    assert {g["name"]: g["result"] for g in plan.candidate["gates"]}["minSamples"] == "Wait"
+    counts[0] = Tally(150, 5)
+    plan = run(cluster, registry, T0 + dt.timedelta(seconds=40))
+    assert plan.candidate is not None and plan.candidate["phase"] == "Promoting"
+    assert plan.serve == V4
+
+
+def test_a_disagreeing_shadow_candidate_is_rejected_and_its_service_goes(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counts = shadow(cluster, monkeypatch, Tally(0, 0))
+    registry = FakeRegistry()
+    run(cluster, registry, T0)
+    counts[0] = Tally(120, 80)
+    plan = run(cluster, registry, T0 + dt.timedelta(seconds=31))
+    assert plan.candidate is not None and plan.candidate["phase"] == "Rejected"
+    assert "agreement" in plan.candidate["message"] and "120 of 200" in plan.candidate["message"]
+    assert registry.tags[("iris", "4")]["modelyard.rejected"] == "agreement=0.6<0.9"
+    assert "iris-candidate" not in cluster.deployments and "iris-shadow" not in cluster.deployments
+    assert plan.serve == V3 and registry.aliases == {}
