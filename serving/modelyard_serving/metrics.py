@@ -94,9 +94,10 @@ class ServingMetrics:
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 once the model is loaded and serving.", registry=r)
         self.load_seconds = Gauge(f"{PREFIX}_model_load_seconds", "Seconds the last successful load took.", registry=r)
         self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Failed model load attempts.", registry=r)
-        self.shadow_requests = Counter(
-            f"{PREFIX}_shadow_requests",
-            "Shadow mirroring: sampled requests by outcome (compared, dropped, unreachable, http_Nxx, invalid).",
+        self.shadow_batches = Counter(
+            f"{PREFIX}_shadow_batches",
+            "Shadow mirroring: batches of sampled rows by outcome (compared, dropped, unreachable, "
+            "http_Nxx, invalid, failed).",
             ["outcome"],
             registry=r,
         )
@@ -132,8 +133,8 @@ class ServingMetrics:
             hist = self._latency_children[route] = self.latency.labels(route)
         hist.observe(seconds)
 
-    def count_shadow_request(self, outcome: str) -> None:
-        self.shadow_requests.labels(outcome).inc()
+    def count_shadow_batch(self, outcome: str) -> None:
+        self.shadow_batches.labels(outcome).inc()
 
     def count_shadow_rows(self, candidate_version: str, agree: int, disagree: int) -> None:
         self.shadow_rows.labels(candidate_version, "agree").inc(agree)

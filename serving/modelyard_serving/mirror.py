@@ -6,8 +6,9 @@ computed for the client, :meth:`Mirror.offer` may schedule a background task tha
 same validated rows to the candidate's ``/predict`` and compares its answer with ours, row by
 row. The client's response never waits for it and never sees its failures:
 
-- sampling is a coin toss per request (``MODELYARD_SHADOW_PERCENT``);
-- at most ``max_in_flight`` mirrored requests run at once; beyond that a sample is dropped;
+- sampling is a coin toss per request (``MODELYARD_SHADOW_PERCENT``), and sampled rows travel
+  in small batches;
+- at most ``max_in_flight`` batches are on their way at once; beyond that a batch is dropped;
 - after a connection failure (no candidate yet, or it went away) mirroring backs off for a
   few seconds instead of paying a failed connect per request.
 
@@ -62,31 +63,61 @@ def agreement(ours: Sequence[Any] | np.ndarray, theirs: list[Any], classifier: b
 
 
 class Mirror:
-    """Sends sampled predictions to the shadow candidate and counts agreement."""
+    """Sends sampled predictions to the shadow candidate, in small batches, and counts agreement.
 
-    def __init__(self, settings: ServingSettings, metrics: ServingMetrics, max_in_flight: int = 16) -> None:
+    Sampled rows are buffered and sent together, at most every ``flush_seconds`` or once
+    ``max_rows`` are waiting: one HTTP request per batch instead of one per sampled request
+    keeps mirroring's cost on the stable server small (see docs/benchmarks.md).
+    """
+
+    def __init__(self, settings: ServingSettings, metrics: ServingMetrics, *, max_rows: int = 100,
+                 flush_seconds: float = 0.25, max_in_flight: int = 4) -> None:
         assert settings.shadow_url
         self.url = settings.shadow_url.rstrip("/") + "/predict"
         self.share = settings.shadow_percent / 100.0
         self.tolerance = settings.shadow_tolerance
         self.timeout = settings.shadow_timeout_seconds
         self.metrics = metrics
-        self.max_in_flight = max_in_flight
+        self.max_rows, self.flush_seconds, self.max_in_flight = max_rows, flush_seconds, max_in_flight
         self.headers = {"Content-Type": "application/json", SHADOW_HEADER: "1"}
         if settings.api_key is not None:  # the candidate serves the same ModelDeployment's key
             self.headers["X-API-Key"] = settings.api_key.get_secret_value()
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused_until = 0.0
+        self._rows: list[np.ndarray] = []
+        self._predictions: list[Any] = []
+        self._buffered = 0
+        self._classifier = True
+        self._timer: asyncio.TimerHandle | None = None
 
     def offer(self, rows: np.ndarray, predictions: Sequence[Any] | np.ndarray, classifier: bool) -> None:
-        """Maybe mirror one request; returns at once (runs on the event loop thread)."""
+        """Maybe mirror one request's rows; returns at once (runs on the event loop thread)."""
         if random.random() >= self.share:
             return
-        if time.monotonic() < self._paused_until or len(self._tasks) >= self.max_in_flight:
-            self.metrics.count_shadow_request("dropped")
+        self._rows.append(rows)
+        self._predictions.extend(predictions.tolist() if isinstance(predictions, np.ndarray) else predictions)
+        self._buffered += len(rows)
+        self._classifier = classifier
+        if self._buffered >= self.max_rows:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_seconds, self.flush)
+
+    def flush(self) -> None:
+        """Send what is buffered as one request (or drop it when too many are in flight)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._rows:
             return
-        task = asyncio.get_running_loop().create_task(self._send(rows, predictions, classifier))
+        rows, predictions = self._rows, self._predictions
+        self._rows, self._predictions, self._buffered = [], [], 0
+        if len(self._tasks) >= self.max_in_flight or time.monotonic() < self._paused_until:
+            self.metrics.count_shadow_batch("dropped")
+            return
+        batch = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        task = asyncio.get_running_loop().create_task(self._send(batch, predictions, self._classifier))
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
 
@@ -104,7 +135,7 @@ class Mirror:
         except asyncio.CancelledError:
             raise
         except Exception:  # a mirrored request must never surface anywhere but in metrics
-            self.metrics.count_shadow_request("failed")
+            self.metrics.count_shadow_batch("failed")
             log.warning("shadow comparison failed", exc_info=True)
 
     async def _compare(self, rows: np.ndarray, predictions: Sequence[Any] | np.ndarray,
@@ -116,24 +147,26 @@ class Mirror:
                 self.url, content=dumps({"instances": rows}), headers=self.headers)
         except httpx.TransportError as exc:
             self._paused_until = time.monotonic() + _BACKOFF_SECONDS
-            self.metrics.count_shadow_request("unreachable")
+            self.metrics.count_shadow_batch("unreachable")
             log.debug("shadow candidate unreachable: %s", exc)
             return
         if response.status_code != 200:
-            self.metrics.count_shadow_request(f"http_{response.status_code // 100}xx")
+            self.metrics.count_shadow_batch(f"http_{response.status_code // 100}xx")
             return
         try:
             body = response.json()
             version = str(body["modelVersion"])
             theirs = list(body["predictions"])
         except (ValueError, KeyError, TypeError):
-            self.metrics.count_shadow_request("invalid")
+            self.metrics.count_shadow_batch("invalid")
             return
-        self.metrics.count_shadow_request("compared")
+        self.metrics.count_shadow_batch("compared")
         agree, disagree = agreement(predictions, theirs, classifier, self.tolerance)
         self.metrics.count_shadow_rows(version, agree, disagree)
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._client is not None:

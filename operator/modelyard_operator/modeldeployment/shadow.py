@@ -9,7 +9,9 @@ Gates (spec.rollout.shadow and spec.rollout.analysis):
   verdict is ``wait``, so a candidate is never promoted or rejected blind.
 - ``agreement``: agreeing rows / compared rows >= minAgreement.
 - ``errorRate``: the candidate's own errors per mirrored request <= maxErrorRate.
-- ``latency``: the candidate's p99 <= stable's p99 x maxLatencyRatio.
+
+There is no latency gate: stable pods send mirrored rows in small batches, so the candidate's
+latency under them says nothing about what clients would see (a Canary measures that).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from modelyard_operator.modeldeployment.analysis import (
     GateResult,
     MetricSnapshot,
     Verdict,
-    quantile,
 )
 
 
@@ -76,11 +77,9 @@ class ShadowGates:
     min_agreement: float = 0.95
     min_samples: int = 200
     max_error_rate: float = 0.01
-    max_latency_ratio: float = 1.5
 
 
-def evaluate(stable: MetricSnapshot, candidate: MetricSnapshot, tally: Tally,
-             gates: ShadowGates) -> Verdict:
+def evaluate(candidate: MetricSnapshot, tally: Tally, gates: ShadowGates) -> Verdict:
     samples = tally.samples
     enough = samples >= gates.min_samples
     volume = GateResult("minSamples", "Pass" if enough else "Wait", samples, gates.min_samples,
@@ -95,21 +94,10 @@ def evaluate(stable: MetricSnapshot, candidate: MetricSnapshot, tally: Tally,
         "errorRate", "Pass" if rate <= gates.max_error_rate else "Fail", rate, gates.max_error_rate,
         f"candidate error rate {rate:.4f} ({candidate.errors:.0f}/{candidate.requests:.0f}) vs max "
         f"{gates.max_error_rate}")
-    c_p99, s_p99 = quantile(0.99, candidate.latency), quantile(0.99, stable.latency)
-    if c_p99 is None or s_p99 is None:
-        latency = GateResult("latency", "Wait", c_p99, None, "no latency observations yet")
-    else:
-        limit = s_p99 * gates.max_latency_ratio
-        latency = GateResult(
-            "latency", "Pass" if c_p99 <= limit else "Fail", c_p99, limit,
-            f"candidate p99 {c_p99 * 1000:.2f}ms vs stable p99 {s_p99 * 1000:.2f}ms x "
-            f"{gates.max_latency_ratio}")
-    results = (volume, agreement, errors, latency)
+    results = (volume, agreement, errors)
     if not enough:  # never decide on too little evidence, either way
         return Verdict("wait", tuple(GateResult(g.name, "Wait", g.value, g.threshold, g.message)
                                      for g in results))
     if any(g.result == "Fail" for g in results):
         return Verdict("fail", results)
-    if latency.result == "Wait":
-        return Verdict("wait", results)
     return Verdict("pass", results)

@@ -89,8 +89,8 @@ def measure(md: ModelDeployment, stable_version: str, candidate: dict[str, Any],
     if md.spec.rollout.strategy == "Shadow":
         s = md.spec.rollout.shadow
         compared = tally(stable_texts, version).since(shadow.Tally.from_status(record.get("shadowBaseline")))
-        return shadow.evaluate(stable, cand, compared, shadow.ShadowGates(
-            s.min_agreement, s.min_samples, a.max_error_rate, a.max_latency_ratio))
+        return shadow.evaluate(cand, compared, shadow.ShadowGates(
+            s.min_agreement, s.min_samples, a.max_error_rate))
     gates = Gates(a.max_error_rate, a.error_rate_margin, a.max_latency_ratio,
                   a.max_divergence, a.min_requests)
     start = float(record.get("stepStartRequests") or 0)
