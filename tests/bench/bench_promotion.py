@@ -1,4 +1,4 @@
-"""Alias moved -> new version fully promoted, on the local cluster, Canary beside Rolling.
+"""Alias moved -> new version serving all traffic, on the local cluster, Canary beside Rolling.
 
 Run with ``make bench-rollout`` (pytest drives it, for the session's cluster, operator and
 namespace fixtures; it reports figures and asserts only that both rollouts finished).
@@ -6,7 +6,9 @@ namespace fixtures; it reports figures and asserts only that both rollouts finis
 Two ModelDeployments of 2 replicas follow the same alias of one model: one with the default
 Canary settings (steps [10, 50, 100], analysis every 1m, 100 requests per side), one Rolling,
 the baseline. A client loop keeps both busy. The alias moves once; the phases of each rollout
-are timed from that moment by polling their status.
+are timed from that moment by polling their status, their pods and the clients' answers:
+for Rolling that splits into resolve (status names the new version), rollout (until the last
+old pod stops answering) and pod start (a new pod created -> Ready).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from kubernetes import client
 
 from tests.helpers import kubectl_apply, mlflow_client
 from tests.integration.test_modeldeployment import (
@@ -28,6 +32,7 @@ from tests.integration.test_modeldeployment import (
 )
 
 TIMEOUT = 900.0
+MD_LABEL, VERSION_LABEL = "modelyard.io/modeldeployment", "modelyard.io/model-version"
 
 
 def test_alias_move_to_promoted(cluster: Any, namespace: str, operator: Any) -> None:
@@ -47,9 +52,22 @@ def test_alias_move_to_promoted(cluster: Any, namespace: str, operator: Any) -> 
         time.sleep(5)  # both loops running before the move
         moved = time.monotonic()
         mc.set_registered_model_alias(model, "champion", v2)
-        while len(marks["rolling"]) < 2 or "promoted" not in marks["canary"]:
+        old_answers, last_old = rolling_load.ok[v1], 0.0
+        while "all traffic" not in marks["rolling"] or "promoted" not in marks["canary"]:
             assert time.monotonic() - moved < TIMEOUT, marks
             now = time.monotonic() - moved
+            if rolling_load.ok[v1] != old_answers:
+                old_answers, last_old = rolling_load.ok[v1], now
+            seen = marks["rolling"]
+            for pod in client.CoreV1Api(cluster.api).list_namespaced_pod(
+                    namespace, label_selector=f"{MD_LABEL}=rolling,{VERSION_LABEL}={v2}").items:
+                seen.setdefault("first new pod created", now)
+                ready = [c for c in pod.status.conditions or [] if c.type == "Ready" and c.status == "True"]
+                if ready:
+                    seen.setdefault("first new pod ready", now)
+            # 100 % of traffic: serving names only the new version and no old answer for 3 s.
+            if "serving" in seen and now - last_old > 3:
+                seen.setdefault("all traffic", last_old)
             for name, seen in marks.items():
                 status = get_md(cluster, namespace, name).get("status") or {}
                 candidate = status.get("candidate") or {}

@@ -83,16 +83,20 @@ def event_messages(cluster: Any, namespace: str, name: str, reason: str) -> list
     return [str(e.message) for e in events if e.reason == reason]
 
 
-def start_canary(cluster: Any, namespace: str, name: str, **rollout: Any) -> tuple[str, str, Any]:
-    """An MD serving v1 of a fresh model under the Canary strategy; returns (model, v1, mc)."""
+def start_rollout(cluster: Any, namespace: str, name: str, rollout: dict[str, Any]) -> tuple[str, str, Any]:
+    """An MD of 2 replicas serving v1 of a fresh model under ``rollout``; returns (model, v1, mc)."""
     model = unique("iris")
     v1 = log_iris_version(cluster, model)
     mc = mlflow_client(cluster)
     mc.set_registered_model_alias(model, "champion", v1)
     kubectl_apply(cluster, namespace, md_manifest(
-        name, {"name": model, "alias": "champion"}, replicas=2, rollout={**CANARY, **rollout}))
+        name, {"name": model, "alias": "champion"}, replicas=2, rollout=rollout))
     wait_serving(cluster, namespace, name, v1)
     return model, v1, mc
+
+
+def start_canary(cluster: Any, namespace: str, name: str, **rollout: Any) -> tuple[str, str, Any]:
+    return start_rollout(cluster, namespace, name, {**CANARY, **rollout})
 
 
 def test_good_canary_passes_every_step_and_becomes_stable(
@@ -205,22 +209,11 @@ def shadow_services(cluster: Any, namespace: str) -> list[str]:
     return [str(s.metadata.name) for s in services]
 
 
-def start_shadow(cluster: Any, namespace: str, name: str) -> tuple[str, str, Any]:
-    model = unique("iris")
-    v1 = log_iris_version(cluster, model)
-    mc = mlflow_client(cluster)
-    mc.set_registered_model_alias(model, "champion", v1)
-    kubectl_apply(cluster, namespace, md_manifest(
-        name, {"name": model, "alias": "champion"}, replicas=2, rollout=SHADOW))
-    wait_serving(cluster, namespace, name, v1)
-    return model, v1, mc
-
-
 def test_agreeing_shadow_candidate_is_promoted_and_served_no_client_before(
     cluster: Any, namespace: str, operator: Any,
 ) -> None:
     name = "shadow-good"
-    model, v1, mc = start_shadow(cluster, namespace, name)
+    model, v1, mc = start_rollout(cluster, namespace, name, SHADOW)
     v2 = log_iris_version(cluster, model)
     with PredictLoop(cluster, namespace, name, rows=_iris_rows(), pause=0.01) as load:
         mc.set_registered_model_alias(model, "champion", v2)
@@ -246,7 +239,7 @@ def test_disagreeing_shadow_candidate_is_rejected_without_a_client_error(
     cluster: Any, namespace: str, operator: Any,
 ) -> None:
     name = "shadow-bad"
-    model, v1, mc = start_shadow(cluster, namespace, name)
+    model, v1, mc = start_rollout(cluster, namespace, name, SHADOW)
     bad = log_constant_version(cluster, model)
     with PredictLoop(cluster, namespace, name, rows=_iris_rows(), pause=0.01) as load:
         mc.set_registered_model_alias(model, "champion", bad)
