@@ -16,6 +16,8 @@ from starlette.types import Receive, Scope
 
 from . import __version__
 from .errors import install_error_handlers
+from .invocations import PATH as INVOCATIONS_PATH
+from .invocations import build_invocations_router, invocations_handler
 from .logging import AccessLog
 from .model_store import ModelStore
 from .oip import INFER_PATHS, build_oip_router, infer_handler
@@ -68,12 +70,15 @@ def create_app(settings: ServingSettings, model_store: ModelStore | None = None)
     auth = ApiKeyCheck(settings.api_key.get_secret_value() if settings.api_key else None)
     predict = predict_handler(runtime, auth, settings.max_body_bytes)
     infer = infer_handler(runtime, auth, settings.max_body_bytes)
+    invocations = invocations_handler(runtime, auth, settings.max_body_bytes)
     # The raw inference routes go first so they, not their documented twins, answer requests
     # (routes are tried in order); see transport.py for why they bypass FastAPI's layer.
     app.router.routes.append(raw_json_route("/predict", predict))
     for path in INFER_PATHS:
         app.router.routes.append(raw_json_route(path, infer))
+    app.router.routes.append(raw_json_route(INVOCATIONS_PATH, invocations))
     app.include_router(_predict_docs_router(predict))
+    app.include_router(build_invocations_router(invocations))
     app.include_router(_health_router(runtime))
     app.include_router(build_oip_router(runtime, auth, infer))
     return app
