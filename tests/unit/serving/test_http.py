@@ -118,6 +118,7 @@ def test_inference_needs_the_api_key(keyed_client: TestClient, headers: dict[str
         ("POST", "/invocations", PREDICT),
         ("POST", "/v2/models/iris/infer", {"inputs": []}),
         ("GET", "/v2/models/iris", None),
+        ("GET", "/drift", None),
     ]:
         response = keyed_client.request(method, path, json=body, headers=headers)
         assert response.status_code == 401, (path, response.text)
@@ -129,6 +130,7 @@ def test_inference_needs_the_api_key(keyed_client: TestClient, headers: dict[str
 def test_either_header_carries_the_api_key(keyed_client: TestClient, headers: dict[str, str]) -> None:
     assert keyed_client.post("/predict", json=PREDICT, headers=headers).status_code == 200
     assert keyed_client.post("/invocations", json=PREDICT, headers=headers).status_code == 200
+    assert keyed_client.get("/drift", headers=headers).json()["available"] is True
 
 
 @pytest.mark.parametrize(
@@ -137,7 +139,7 @@ def test_either_header_carries_the_api_key(keyed_client: TestClient, headers: di
         "/healthz",
         "/readyz",
         "/metrics",
-        "/drift",
+        "/v2",
         "/v2/health/live",
         "/v2/health/ready",
         "/v2/models/iris/ready",

@@ -85,11 +85,12 @@ def test_drift_gauges_follow_the_window(iris_client: TestClient) -> None:
     iris_client.post("/predict", json={"instances": [[x * 3 for x in IRIS_ROW]] * 20})
     m = samples(iris_client)
     drift = iris_client.get("/drift").json()
-    assert value(m, "modelyard_serving_drift_window_size") == 20
-    assert value(m, "modelyard_serving_drift_window_capacity") == 10_000
-    assert value(m, "modelyard_serving_drift_score") == pytest.approx(drift["score"])
+    model = {"model_name": "iris", "model_version": "1"}  # the operator skips pods of other versions
+    assert value(m, "modelyard_serving_drift_window_size", **model) == 20
+    assert value(m, "modelyard_serving_drift_window_capacity", **model) == 10_000
+    assert value(m, "modelyard_serving_drift_score", **model) == pytest.approx(drift["score"])
     for feature, psi in drift["features"].items():
-        assert value(m, "modelyard_serving_feature_drift_psi", feature=feature) == pytest.approx(psi)
+        assert value(m, "modelyard_serving_feature_drift_psi", feature=feature, **model) == pytest.approx(psi)
 
 
 def test_no_drift_gauges_without_a_profile(registry: Registry) -> None:
