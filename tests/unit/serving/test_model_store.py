@@ -156,7 +156,9 @@ def test_an_alias_is_resolved_once_so_the_reported_version_is_the_one_served(
 
 # What the serving image leaves out (serving/pyproject.toml, serving/lock-excludes.txt): loading
 # and predicting must not import any of it.
-_NOT_IN_THE_IMAGE = ("pandas", "git", "google.auth", "cryptography", "mlflow.sklearn", "mlflow.pyfunc")
+_NOT_IN_THE_IMAGE = (
+    "pandas", "git", "google.auth", "cryptography", "prettytable", "wcwidth", "mlflow.sklearn", "mlflow.pyfunc"
+)
 _LOAD_WITHOUT = """
 import importlib.abc, sys
 blocked = {blocked!r}
