@@ -67,7 +67,7 @@ cluster-down: ## stop it and delete its data
 
 bench: bench-serving ## all benchmarks
 
-bench-serving: ## serving benchmark vs `mlflow models serve` (needs wrk: apt-get install wrk)
+bench-serving: ## serving benchmark vs `mlflow models serve`, bare FastAPI and a raw ASGI floor (needs wrk: apt-get install wrk)
 	$(BIN)/python tests/bench/bench_serving.py
 
 images: ## build the four images (operator, serving, training, mlflow): buildah here, Docker where an engine runs

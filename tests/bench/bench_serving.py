@@ -217,11 +217,12 @@ def table(found: list[Server], rss: dict[str, Any] | None, drift_us: float) -> s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5, help="seconds per single-row run")
-    parser.add_argument("--batch-duration", type=float, default=3, help="seconds per batch-100 run")
+    # Defaults keep one run of five servers under ~3 minutes on a 2-CPU machine.
+    parser.add_argument("--duration", type=float, default=4, help="seconds per single-row run")
+    parser.add_argument("--batch-duration", type=float, default=2, help="seconds per batch-100 run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--no-drift-off", action="store_true", help="skip the drift-disabled modelyard run")
+    parser.add_argument("--drift-off", action="store_true", help="also run modelyard with drift tracking off")
     parser.add_argument("--rss-requests", type=int, default=0, help="also measure modelyard RSS after N requests")
     parser.add_argument("--json", type=Path, help="write results here as JSON too")
     args = parser.parse_args()
@@ -233,12 +234,12 @@ def main() -> int:
     try:
         with mlflow_server(workdir) as tracking_uri:
             model_uri, profile = register_iris(tracking_uri)
-            found = servers(model_uri, tracking_uri, not args.no_drift_off)
+            found = servers(model_uri, tracking_uri, args.drift_off)
             for server in found:  # one at a time, so start-up times do not compete
                 start(server, workdir)
                 print(f"{server.name}: ready in {server.ready_seconds:.1f}s", file=sys.stderr)
             for server in found:
-                server.load([ROW], 3, args, workdir)  # warm-up
+                server.load([ROW], 2, args, workdir)  # warm-up
             for round_ in range(args.rounds):  # interleaved, so background noise hits all servers alike
                 for server in found:
                     server.runs.append(server.load([ROW], args.duration, args, workdir))
