@@ -71,7 +71,7 @@ bench-rollout: ## shadow mirroring cost (side by side) and alias move -> promote
 	cd tests/bench && ../../$(BIN)/python bench_mirror.py
 	$(BIN)/pytest -s -q -p no:cacheprovider tests/bench/bench_promotion.py
 
-bench-serving: ## serving benchmark vs `mlflow models serve` (needs wrk: apt-get install wrk)
+bench-serving: ## serving benchmark vs `mlflow models serve`, bare FastAPI and a raw ASGI floor (needs wrk: apt-get install wrk)
 	$(BIN)/python tests/bench/bench_serving.py
 
 images: ## build the four images (operator, serving, training, mlflow): buildah here, Docker where an engine runs
@@ -103,7 +103,8 @@ chart-crds: ## copy crds/ into the chart (a test enforces byte equality)
 lock: ## re-resolve the hash-pinned requirements.lock of each image
 	@test -x /tmp/modelyard-lock/bin/uv || { $(PYTHON) -m venv /tmp/modelyard-lock && /tmp/modelyard-lock/bin/pip install --quiet uv; }
 	for c in operator serving; do \
-		/tmp/modelyard-lock/bin/uv pip compile $$c/pyproject.toml --universal --python-version 3.11 \
+		excludes=$$(test -f $$c/lock-excludes.txt && echo "--excludes $$c/lock-excludes.txt"); \
+		/tmp/modelyard-lock/bin/uv pip compile $$c/pyproject.toml --universal --python-version 3.11 $$excludes \
 			--generate-hashes --custom-compile-command "make lock" --quiet -o $$c/requirements.lock; done
 	/tmp/modelyard-lock/bin/uv pip compile training-image/pyproject.toml -c tests/constraints.txt --generate-hashes \
 		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \

@@ -16,6 +16,8 @@ from starlette.types import Receive, Scope
 
 from . import __version__
 from .errors import install_error_handlers
+from .invocations import PATH as INVOCATIONS_PATH
+from .invocations import build_invocations_router, invocations_handler
 from .logging import AccessLog
 from .model_store import ModelStore
 from .oip import INFER_PATHS, build_oip_router, infer_handler
@@ -68,18 +70,21 @@ def create_app(settings: ServingSettings, model_store: ModelStore | None = None)
     auth = ApiKeyCheck(settings.api_key.get_secret_value() if settings.api_key else None)
     predict = predict_handler(runtime, auth, settings.max_body_bytes)
     infer = infer_handler(runtime, auth, settings.max_body_bytes)
+    invocations = invocations_handler(runtime, auth, settings.max_body_bytes)
     # The raw inference routes go first so they, not their documented twins, answer requests
     # (routes are tried in order); see transport.py for why they bypass FastAPI's layer.
     app.router.routes.append(raw_json_route("/predict", predict))
     for path in INFER_PATHS:
         app.router.routes.append(raw_json_route(path, infer))
+    app.router.routes.append(raw_json_route(INVOCATIONS_PATH, invocations))
     app.include_router(_predict_docs_router(predict))
-    app.include_router(_health_router(runtime))
+    app.include_router(build_invocations_router(invocations))
+    app.include_router(_health_router(runtime, auth))
     app.include_router(build_oip_router(runtime, auth, infer))
     return app
 
 
-def _health_router(runtime: Runtime) -> APIRouter:
+def _health_router(runtime: Runtime, auth: ApiKeyCheck) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", summary="Liveness: 200 while the process is up")
@@ -108,8 +113,16 @@ def _health_router(runtime: Runtime) -> APIRouter:
     async def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @router.get("/drift", summary="Input drift (PSI) against the training profile", response_model=DriftResponse)
-    async def drift() -> Response:
+    # Behind the API key: drift describes the traffic. The operator reads the drift gauges on
+    # /metrics instead, which stays open for scraping.
+    @router.get(
+        "/drift",
+        summary="Input drift (PSI) against the training profile",
+        response_model=DriftResponse,
+        responses={401: {"model": ErrorResponse}},
+    )
+    async def drift(request: Request) -> Response:
+        auth(request.scope)
         return json_response(runtime.drift_report())
 
     return router

@@ -51,6 +51,11 @@ class PayloadTooLarge(ServingError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ServingError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class Unauthorized(ServingError):
     status_code = 401
     code = "unauthorized"

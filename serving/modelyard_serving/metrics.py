@@ -172,14 +172,19 @@ class ServingMetrics:
         return child
 
     def add_drift(self, snapshot: Callable[[], DriftSnapshot | None]) -> None:
-        self.registry.register(_DriftCollector(snapshot))
+        self.registry.register(_DriftCollector(snapshot, lambda: self._model_labels))
 
 
 class _DriftCollector(Collector):
-    """Computes PSI at scrape time, so gauges are fresh without any background task."""
+    """Computes PSI at scrape time, so gauges are fresh without any background task.
 
-    def __init__(self, snapshot: Callable[[], DriftSnapshot | None]) -> None:
+    Every drift series carries the model's name and version: the operator's retrain loop reads
+    these gauges from each pod's /metrics and must skip pods still serving another version.
+    """
+
+    def __init__(self, snapshot: Callable[[], DriftSnapshot | None], model: Callable[[], tuple[str, str]]) -> None:
         self._snapshot = snapshot
+        self._model = model
 
     def describe(self) -> list[Any]:
         return []  # unknown until the model loads; skip auto-describe at registration
@@ -188,24 +193,21 @@ class _DriftCollector(Collector):
         snap = self._snapshot()
         if snap is None:
             return
+        model = list(self._model())
+        labels = ["model_name", "model_version"]
         psi = GaugeMetricFamily(
             f"{PREFIX}_feature_drift_psi",
             "PSI of the recent input window against the training profile, per feature.",
-            labels=["feature"],
+            labels=[*labels, "feature"],
         )
         for feature, value in snap.features.items():
-            psi.add_metric([feature], value)
+            psi.add_metric([*model, feature], value)
         yield psi
-        yield GaugeMetricFamily(
-            f"{PREFIX}_drift_score", "Mean per-feature PSI (the retrain trigger).", value=snap.score
-        )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_drift_window_size",
-            "Rows currently in the drift window.",
-            value=snap.window_size,
-        )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_drift_window_capacity",
-            "Maximum rows kept in the drift window.",
-            value=snap.capacity,
-        )
+        for name, help_text, value in (
+            ("drift_score", "Mean per-feature PSI (the retrain trigger).", snap.score),
+            ("drift_window_size", "Rows currently in the drift window.", snap.window_size),
+            ("drift_window_capacity", "Maximum rows kept in the drift window.", snap.capacity),
+        ):
+            gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=labels)
+            gauge.add_metric(model, value)
+            yield gauge

@@ -1,18 +1,18 @@
 """Loads one registered model and predicts with the native sklearn flavor.
 
-Loading downloads the artifacts once, unpickles the estimator with ``mlflow.sklearn`` and reads
-the MLmodel file for the signature and ``metadata["modelyard_profile"]``. Everything the hot
-path needs (feature order, column kinds, class labels as JSON-ready values) is derived here
-once, so a request only does validation, one estimator call and serialisation.
+Loading fetches the MLmodel file and the estimator (artifacts.py), reads the signature and
+``metadata["modelyard_profile"]``, and derives once everything the hot path needs (feature
+order, column kinds, class labels as JSON-ready values), so a request only does validation,
+one estimator call and serialisation.
 
-mlflow is imported lazily: importing it costs about a second, and ``create_app`` must stay
-import-cheap and side-effect free so /healthz answers while the model is still loading.
+mlflow and sklearn are imported lazily, by the load: together they cost seconds, and
+``create_app`` must stay import-cheap and side-effect free so /healthz answers while the model
+is still loading.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 import threading
@@ -30,8 +30,6 @@ from .signature import InputSpec, ModelLoadError, input_spec_from
 log = logging.getLogger("modelyard_serving.model_store")
 
 PROFILE_KEY = "modelyard_profile"
-_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
-_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
 
 LoadState = Literal["loading", "ready", "failed"]
 
@@ -108,27 +106,23 @@ class ModelStore:
     def _load(self, started: float) -> LoadedModel:
         if not self.model_uri:
             raise ModelLoadError("MODELYARD_MODEL_URI is not set")
-        import mlflow.artifacts
-        import mlflow.models
-        import mlflow.sklearn
+        from .artifacts import fetch_sklearn_model, resolve
 
-        name, version = self._identity()
+        source = resolve(self.model_uri)
         workdir = Path(tempfile.mkdtemp(prefix="modelyard-model-"))
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.model_uri, dst_path=str(workdir)))
-            mlmodel = mlflow.models.Model.load(str(local))
-            if "sklearn" not in mlmodel.flavors:
-                raise ModelLoadError(f"{self.model_uri} has no sklearn flavor (flavors: {sorted(mlmodel.flavors)})")
-            estimator = mlflow.sklearn.load_model(str(local))
+            fetched = fetch_sklearn_model(source, workdir)
         finally:
             # The estimator is in memory now; the files are not needed (and /tmp may be small).
             shutil.rmtree(workdir, ignore_errors=True)
-        inputs = input_spec_from(mlmodel.signature, estimator)
-        profile, profile_error = _read_profile(mlmodel.metadata or {}, inputs)
+        estimator = fetched.estimator
+        inputs = input_spec_from(fetched.inputs, estimator)
+        profile, profile_error = _read_profile(fetched.metadata, inputs)
         classes = getattr(estimator, "classes_", None)
         return LoadedModel(
-            name=name,
-            version=version,
+            # Explicit settings win, then the registry identity the URI resolved to.
+            name=self._name or source.name or "model",
+            version=str(self._version or source.version or "unknown"),
             estimator=estimator,
             inputs=inputs,
             classes=None if classes is None else np.asarray(classes).tolist(),
@@ -137,19 +131,6 @@ class ModelStore:
             profile_error=profile_error,
             load_seconds=time.monotonic() - started,
         )
-
-    def _identity(self) -> tuple[str, str]:
-        """Name and version to report: explicit settings win, then the URI itself."""
-        name, version = self._name, self._version
-        if match := _VERSION_URI.match(self.model_uri):
-            name = name or match["name"]
-            version = version or match["version"]
-        elif (match := _ALIAS_URI.match(self.model_uri)) and version is None:
-            from mlflow import MlflowClient
-
-            name = name or match["name"]
-            version = MlflowClient().get_model_version_by_alias(match["name"], match["alias"]).version
-        return name or "model", str(version or "unknown")
 
 
 def _read_profile(metadata: dict[str, Any], inputs: InputSpec) -> tuple[list[FeatureReference] | None, str | None]:

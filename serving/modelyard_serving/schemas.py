@@ -42,6 +42,38 @@ class PredictResponse(BaseModel):
     )
 
 
+class DataFrameSplit(BaseModel):
+    """pandas ``orient="split"``: column names once, then rows in that column order."""
+
+    columns: list[str] | None = Field(
+        default=None, description="Column names; rows are in signature order when omitted."
+    )
+    data: list[list[Scalar]] = Field(examples=[[[5.1, 3.5, 1.4, 0.2]]])
+    index: list[Any] | None = Field(default=None, description="Row labels; accepted and ignored.")
+
+
+class InvocationsRequest(BaseModel):
+    """MLflow's scoring protocol, as ``mlflow models serve`` takes it: exactly one of
+    ``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``, plus optional
+    ``params`` (accepted and ignored: scikit-learn models take no inference parameters)."""
+
+    dataframe_split: DataFrameSplit | None = None
+    dataframe_records: list[dict[str, Scalar]] | None = Field(
+        default=None, description="Rows keyed by the signature's feature names."
+    )
+    instances: list[list[Scalar]] | list[dict[str, Scalar]] | None = Field(
+        default=None, description="Rows in feature order, or records."
+    )
+    inputs: list[list[Scalar]] | list[dict[str, Scalar]] | dict[str, list[Scalar]] | None = Field(
+        default=None, description="Rows, records, or columns keyed by feature name."
+    )
+    params: dict[str, Any] | None = None
+
+
+class InvocationsResponse(BaseModel):
+    predictions: list[Any] = Field(description="One predicted label or value per row.")
+
+
 class ErrorResponse(BaseModel):
     error: str
     code: str

@@ -50,22 +50,22 @@ class InputSpec:
         ]
 
 
-def input_spec_from(signature: Any, estimator: Any) -> InputSpec:
-    """Build the spec from an ``mlflow.models.ModelSignature`` (or None) and check it against
-    what the estimator was fitted on."""
+def input_spec_from(inputs: Any, estimator: Any) -> InputSpec:
+    """Build the spec from the signature's input ``mlflow.types.Schema`` (None without a
+    signature) and check it against what the estimator was fitted on."""
     allow_nan = _estimator_allows_nan(estimator)
     fitted = getattr(estimator, "n_features_in_", None)
-    if signature is None or signature.inputs is None:
+    if inputs is None:
         names = getattr(estimator, "feature_names_in_", None)
         if fitted is None:
             raise ModelLoadError("model has no signature and the estimator has no n_features_in_")
         n = int(fitted)
         kinds: tuple[ColumnKind, ...] = tuple("float" for _ in range(n))
         spec = _make(tuple(str(x) for x in names) if names is not None else None, kinds, (True,) * n, allow_nan)
-    elif signature.inputs.is_tensor_spec():
-        spec = _from_tensor(signature.inputs.inputs, fitted, allow_nan)
+    elif inputs.is_tensor_spec():
+        spec = _from_tensor(inputs.inputs, fitted, allow_nan)
     else:
-        spec = _from_columns(signature.inputs.inputs, allow_nan)
+        spec = _from_columns(inputs.inputs, allow_nan)
     if fitted is not None and int(fitted) != spec.n_features:
         raise ModelLoadError(f"signature has {spec.n_features} inputs but the estimator was fitted on {fitted}")
     return spec

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import InvalidInput, PayloadTooLarge, Unauthorized
+from .errors import InvalidInput, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from .metrics import ServingMetrics
 
 JSON = "application/json"
@@ -49,6 +49,15 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def require_json(scope: Scope) -> None:
+    """415 unless the request says its body is JSON (``application/json``, any parameters)."""
+    declared = header(scope, b"content-type")
+    media_type = (declared or "").partition(";")[0].strip().lower()
+    if media_type != JSON:
+        got = f"got {declared!r}" if declared else "none was sent"
+        raise UnsupportedMediaType(f"Content-Type must be {JSON} ({got})", field="content-type")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -1,7 +1,9 @@
-"""The benchmark's ceiling: the least a FastAPI endpoint can do to serve predict_proba.
+"""The least a FastAPI endpoint can do to serve predict_proba, on the benchmark's request
+(``POST /invocations`` with MLflow's ``dataframe_split``).
 
 No validation, metrics, logging or drift; same model loading, JSON library and uvicorn
-settings as modelyard serving, so the gap between the two is what modelyard's features cost.
+settings as modelyard serving, so the gap between the two is what modelyard's features cost
+(raw_asgi_server.py is the same without FastAPI).
 Run: python bare_server.py MODEL_URI PORT
 """
 
@@ -22,9 +24,9 @@ def build(model_uri: str) -> FastAPI:
     estimator = mlflow.sklearn.load_model(model_uri)
     app = FastAPI()
 
-    @app.post("/predict")
+    @app.post("/invocations")
     async def predict(request: Request) -> Response:
-        rows = np.asarray(orjson.loads(await request.body())["instances"], dtype=np.float64)
+        rows = np.asarray(orjson.loads(await request.body())["dataframe_split"]["data"], dtype=np.float64)
         proba = estimator.predict_proba(rows)
         return Response(
             orjson.dumps({"probabilities": proba}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"

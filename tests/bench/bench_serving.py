@@ -1,11 +1,14 @@
-"""Serving benchmark: modelyard vs `mlflow models serve` vs a bare FastAPI ceiling (`make bench-serving`).
+"""Serving benchmark: modelyard vs `mlflow models serve` vs bare FastAPI vs a raw ASGI floor (`make bench-serving`).
 
 Everything runs on 127.0.0.1: a throwaway MLflow tracking server (sqlite + served artifacts) gets an
 iris LogisticRegression registered the way modelyard training registers it; then each server is
 started from that registry (one uvicorn worker each) and loaded with wrk, one at a time, 8
-connections, single-row requests. Reports req/s, p50/p99 latency, ratios, start->ready time and
-batch-100 rows/s as a markdown table (and JSON with --json). `--rss-requests N` also measures the
-modelyard server's resident memory after N requests (issue 6 asks for 1M).
+connections, single-row requests. Every server gets the same request on the same route: `POST
+/invocations` with MLflow's `dataframe_split` body. The floor is predict_proba behind a raw ASGI
+callable (raw_asgi_server.py): what any server on this Python stack must spend at least. Reports
+req/s, p50/p99 latency, ratios, start->ready time and batch-100 rows/s as a markdown table (and
+JSON with --json). `--rss-requests N` also measures the modelyard server's resident memory after
+N requests (issue 6 asks for 1M).
 
 Needs wrk (Debian: apt-get install -y wrk) and the dev venv (`make dev`).
 """
@@ -104,12 +107,13 @@ def drift_microseconds(profile: dict[str, Any], rows: int = 20_000) -> float:
     return 1e6 * (time.process_time() - started) / rows
 
 
-def instances(rows: list[list[float]]) -> Any:
-    return {"instances": rows}
-
-
 def dataframe_split(rows: list[list[float]]) -> Any:
     return {"dataframe_split": {"columns": FEATURES, "data": rows}}
+
+
+MLFLOW_SERVE = "mlflow models serve"
+BARE = "bare FastAPI"
+FLOOR = "raw ASGI (floor)"
 
 
 def servers(model_uri: str, tracking_uri: str, with_drift_off: bool) -> list[Server]:
@@ -121,10 +125,11 @@ def servers(model_uri: str, tracking_uri: str, with_drift_off: bool) -> list[Ser
         "MODELYARD_LOG_LEVEL": "WARNING",
     }
     modelyard_cmd = [PY, "-m", "modelyard_serving"]
+    port_arg: Callable[[int], list[str]] = lambda port: [str(port)]  # noqa: E731
     found = [
-        Server("modelyard", modelyard_cmd, "/readyz", "/predict", instances, modelyard_env),
+        Server("modelyard", modelyard_cmd, "/readyz", "/invocations", dataframe_split, modelyard_env),
         Server(
-            "mlflow models serve",
+            MLFLOW_SERVE,
             [MLFLOW, "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-w", "1"],
             "/ping",
             "/invocations",
@@ -132,19 +137,14 @@ def servers(model_uri: str, tracking_uri: str, with_drift_off: bool) -> list[Ser
             mlflow_env,
             lambda port: ["-p", str(port)],
         ),
-        Server(
-            "bare FastAPI (ceiling)",
-            [PY, str(HERE / "bare_server.py"), model_uri],
-            "/ping",
-            "/predict",
-            instances,
-            mlflow_env,
-            lambda port: [str(port)],
-        ),
+        Server(BARE, [PY, str(HERE / "bare_server.py"), model_uri], "/ping", "/invocations", dataframe_split,
+               mlflow_env, port_arg),
+        Server(FLOOR, [PY, str(HERE / "raw_asgi_server.py"), model_uri], "/ping", "/invocations",
+               dataframe_split, mlflow_env, port_arg),
     ]
     if with_drift_off:
         off = {**modelyard_env, "MODELYARD_DRIFT_WINDOW": "0"}
-        found.insert(1, Server("modelyard, drift off", modelyard_cmd, "/readyz", "/predict", instances, off))
+        found.insert(1, Server("modelyard, drift off", modelyard_cmd, "/readyz", "/invocations", dataframe_split, off))
     return found
 
 
@@ -173,9 +173,9 @@ def measure_rss(server: Server, total: int, args: argparse.Namespace, workdir: P
 
 def table(found: list[Server], rss: dict[str, Any] | None, drift_us: float) -> str:
     med = {s.name: {k: statistics.median(r[k] for r in s.runs) for k in s.runs[0]} for s in found}
-    base, ceiling = med["mlflow models serve"], med["bare FastAPI (ceiling)"]
+    base, floor = med[MLFLOW_SERVE], med[FLOOR]
     lines = [
-        "| server | req/s | p50 ms | p99 ms | x mlflow serve | % of ceiling | server CPU us/req | x mlflow CPU "
+        "| server | req/s | p50 ms | p99 ms | x mlflow serve | % of floor's req/s | server CPU us/req | x mlflow CPU "
         "| errors | start->ready s | batch-100 rows/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -183,7 +183,7 @@ def table(found: list[Server], rss: dict[str, Any] | None, drift_us: float) -> s
         m = med[s.name]
         lines.append(
             f"| {s.name} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps'] / base['rps']:.1f}x "
-            f"| {100 * m['rps'] / ceiling['rps']:.0f}% | {m['cpu_us_per_request']:.0f} "
+            f"| {100 * m['rps'] / floor['rps']:.0f}% | {m['cpu_us_per_request']:.0f} "
             f"| {base['cpu_us_per_request'] / m['cpu_us_per_request']:.1f}x | {sum(r['errors'] for r in s.runs):.0f} "
             f"| {s.ready_seconds:.1f} | {s.batch.get('rps', 0) * 100:.0f} |"
         )
@@ -217,11 +217,12 @@ def table(found: list[Server], rss: dict[str, Any] | None, drift_us: float) -> s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10, help="seconds per single-row run")
-    parser.add_argument("--batch-duration", type=float, default=10, help="seconds per batch-100 run")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported")
+    # Defaults keep one run of five servers under ~3 minutes on a 2-CPU machine.
+    parser.add_argument("--duration", type=float, default=4, help="seconds per single-row run")
+    parser.add_argument("--batch-duration", type=float, default=2, help="seconds per batch-100 run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--no-drift-off", action="store_true", help="skip the drift-disabled modelyard run")
+    parser.add_argument("--drift-off", action="store_true", help="also run modelyard with drift tracking off")
     parser.add_argument("--rss-requests", type=int, default=0, help="also measure modelyard RSS after N requests")
     parser.add_argument("--json", type=Path, help="write results here as JSON too")
     args = parser.parse_args()
@@ -233,12 +234,12 @@ def main() -> int:
     try:
         with mlflow_server(workdir) as tracking_uri:
             model_uri, profile = register_iris(tracking_uri)
-            found = servers(model_uri, tracking_uri, not args.no_drift_off)
+            found = servers(model_uri, tracking_uri, args.drift_off)
             for server in found:  # one at a time, so start-up times do not compete
                 start(server, workdir)
                 print(f"{server.name}: ready in {server.ready_seconds:.1f}s", file=sys.stderr)
             for server in found:
-                server.load([ROW], 3, args, workdir)  # warm-up
+                server.load([ROW], 2, args, workdir)  # warm-up
             for round_ in range(args.rounds):  # interleaved, so background noise hits all servers alike
                 for server in found:
                     server.runs.append(server.load([ROW], args.duration, args, workdir))

@@ -41,6 +41,7 @@ class Image:
     component: str  # folder (relative to the repo) holding requirements.lock
     package: str  # python package run as the entrypoint; "" for the MLflow server
     ports: str
+    slim: bool = False  # the Dockerfile's SLIM: bytecode-only third-party code, stripped extensions
 
     @property
     def ref(self) -> str:
@@ -54,7 +55,7 @@ class Image:
 
 IMAGES = {
     "operator": Image("operator", "operator", "modelyard_operator", "8080 8081 9090"),
-    "serving": Image("serving", "serving", "modelyard_serving", "8080"),
+    "serving": Image("serving", "serving", "modelyard_serving", "8080", slim=True),
     "training": Image("training", "training-image", "modelyard_training", "8080"),
     "mlflow": Image("mlflow", "k8s/images/mlflow", "", "5000"),
 }
@@ -155,7 +156,7 @@ def ensure_pause() -> str:
 
 def _build_args(image: Image) -> list[str]:
     return ["--build-arg", f"COMPONENT={image.component}", "--build-arg", f"PACKAGE={image.package}",
-            "--build-arg", f"PORTS={image.ports}"]
+            "--build-arg", f"PORTS={image.ports}", "--build-arg", f"SLIM={'1' if image.slim else ''}"]
 
 
 def build(names: list[str] | None = None) -> dict[str, float]:

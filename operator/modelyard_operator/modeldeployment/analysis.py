@@ -24,7 +24,7 @@ from typing import Literal, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 PREFIX = "modelyard_serving"
-PREDICTION_ROUTE_SUFFIXES = ("/predict", "/infer")
+PREDICTION_ROUTE_SUFFIXES = ("/predict", "/infer", "/invocations")
 
 Result = Literal["Pass", "Fail", "Wait"]
 Decision = Literal["pass", "fail", "wait"]

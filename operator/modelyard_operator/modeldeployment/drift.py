@@ -1,23 +1,40 @@
 """Drift readings from serving pods and the (pure) retrain trigger decision.
 
-Each serving pod keeps its own sliding window and answers ``GET /drift``. The operator finds
-the pods the way the Service routes to them (its EndpointSlices, ready endpoints only) and
-combines their answers, weighting each pod's score by its window size.
+Each serving pod keeps its own sliding window and exports it as gauges on ``/metrics``
+(score, window size, each labelled with the model version). ``/metrics`` stays open when the
+server has an API key, which the operator does not hold (it cannot read Secrets), whereas
+``/drift`` does not. The operator finds the pods the way the Service routes to them (its
+EndpointSlices, ready endpoints only) and combines their gauges, weighting each pod's score by
+its window size.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from dataclasses import dataclass
-from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard_operator import kube
-from modelyard_operator.modeldeployment.pods import get_json
+from modelyard_operator.modeldeployment.analysis import PREFIX
+from modelyard_operator.modeldeployment.pods import get_text
 
 logger = logging.getLogger(__name__)
 
 DRIFT_TIMEOUT = 2.0
+_SCORE = f"{PREFIX}_drift_score"
+_WINDOW = f"{PREFIX}_drift_window_size"
+
+
+@dataclass(frozen=True)
+class PodDrift:
+    """One pod's drift gauges."""
+
+    score: float
+    samples: int
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -34,23 +51,35 @@ class Decision:
     reason: str
 
 
-def aggregate(answers: list[Any], version: str | None) -> DriftReading | None:
+def parse_drift(text: str) -> PodDrift | None:
+    """The drift gauges in one pod's /metrics text; None when it has none (no reference profile,
+    drift tracking off, model not loaded yet) or the text is not Prometheus exposition."""
+    found: dict[str, tuple[float, str | None]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in (_SCORE, _WINDOW):
+                    found[sample.name] = (sample.value, sample.labels.get("model_version"))
+    except ValueError as exc:
+        logger.debug("unparsable /metrics: %s", exc)
+        return None
+    if _SCORE not in found or _WINDOW not in found:
+        return None
+    (score, version), (window, _) = found[_SCORE], found[_WINDOW]
+    if not math.isfinite(score) or not math.isfinite(window) or window < 0:
+        return None
+    return PodDrift(score, int(window), version)
+
+
+def aggregate(pods: list[PodDrift | None], version: str | None) -> DriftReading | None:
     """Window-weighted score over pods serving ``version`` (others are mid-rollout noise)."""
-    usable = []
-    for answer in answers:
-        if not isinstance(answer, dict) or not answer.get("available"):
-            continue
-        if version is not None and str(answer.get("referenceVersion")) != version:
-            continue
-        score, size = answer.get("score"), answer.get("windowSize")
-        if isinstance(score, int | float) and isinstance(size, int) and size >= 0:
-            usable.append((float(score), size))
+    usable = [p for p in pods if p is not None and (version is None or p.version == version)]
     if not usable:
         return None
-    samples = sum(size for _, size in usable)
+    samples = sum(p.samples for p in usable)
     if samples == 0:
         return DriftReading(0.0, 0, len(usable), version)
-    score = sum(s * size for s, size in usable) / samples
+    score = sum(p.score * p.samples for p in usable) / samples
     return DriftReading(round(score, 6), samples, len(usable), version)
 
 
@@ -97,12 +126,12 @@ def endpoint_ips(namespace: str, service: str) -> list[str]:
 
 
 def read_drift(namespace: str, service: str, version: str | None) -> DriftReading | None:
-    """Combined drift of the Service's ready pods; None when no pod has a usable answer."""
-    answers = []
+    """Combined drift of the Service's ready pods; None when no pod has usable gauges."""
+    pods: list[PodDrift | None] = []
     for ip in endpoint_ips(namespace, service):
-        status, body = get_json(ip, "/drift", timeout=DRIFT_TIMEOUT)
-        if status == 200:
-            answers.append(body)
-        else:
-            logger.debug("drift read from %s for %s/%s: HTTP %s", ip, namespace, service, status)
-    return aggregate(answers, version)
+        text = get_text(ip, "/metrics", timeout=DRIFT_TIMEOUT)
+        if text is None:
+            logger.debug("no /metrics from %s for %s/%s", ip, namespace, service)
+            continue
+        pods.append(parse_drift(text))
+    return aggregate(pods, version)

@@ -92,12 +92,15 @@ modelyard_serving_requests_total{method="POST",route="/predict",status="200"} 90
 modelyard_serving_requests_total{method="POST",route="/predict",status="422"} 6.0
 modelyard_serving_requests_total{method="POST",route="/predict",status="500"} 1.0
 modelyard_serving_requests_total{method="POST",route="/v2/models/{model_name}/infer",status="200"} 3.0
+modelyard_serving_requests_total{method="POST",route="/invocations",status="200"} 4.0
 modelyard_serving_requests_total{method="GET",route="/metrics",status="200"} 50.0
 # TYPE modelyard_serving_request_duration_seconds histogram
 modelyard_serving_request_duration_seconds_bucket{le="0.001",route="/predict"} 80.0
 modelyard_serving_request_duration_seconds_bucket{le="+Inf",route="/predict"} 97.0
 modelyard_serving_request_duration_seconds_count{route="/predict"} 97.0
 modelyard_serving_request_duration_seconds_sum{route="/predict"} 0.2
+modelyard_serving_request_duration_seconds_bucket{le="0.001",route="/invocations"} 4.0
+modelyard_serving_request_duration_seconds_bucket{le="+Inf",route="/invocations"} 4.0
 modelyard_serving_request_duration_seconds_bucket{le="0.001",route="/metrics"} 50.0
 modelyard_serving_request_duration_seconds_bucket{le="+Inf",route="/metrics"} 50.0
 # TYPE modelyard_serving_predictions counter
@@ -121,12 +124,12 @@ modelyard_serving_predictions_total{class="",model_name="d",model_version="1"} 8
 
 def test_parse_counts_prediction_routes_errors_latency_and_classes() -> None:
     parsed = parse_metrics(METRICS)
-    assert parsed.requests == 100  # /metrics scrapes are not traffic
+    assert parsed.requests == 104  # /metrics scrapes are not traffic; MLflow's /invocations is
     assert parsed.errors == 3  # one 500 and two model errors (422 for bad input is not one)
-    assert parsed.latency == {0.001: 80.0, math.inf: 97.0}
+    assert parsed.latency == {0.001: 84.0, math.inf: 101.0}
     assert parsed.predictions == {"0": 60.0, "1": 33.0}
     both = merge([parsed, parsed])
-    assert both.requests == 200 and both.pods == 2 and both.predictions["1"] == 66.0
+    assert both.requests == 208 and both.pods == 2 and both.predictions["1"] == 66.0
 
 
 def test_parse_bins_regressor_outputs() -> None:

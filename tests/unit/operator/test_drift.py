@@ -1,4 +1,5 @@
-"""Drift aggregation, the retrain trigger decision and deterministic retrain naming (pure)."""
+"""Drift gauges read from /metrics, their aggregation, the retrain trigger decision and
+deterministic retrain naming (pure)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from typing import Any
 
 import pytest
 from modelyard_operator.conditions import parse_time
-from modelyard_operator.modeldeployment.drift import DriftReading, aggregate, decide
+from modelyard_operator.modeldeployment.drift import DriftReading, PodDrift, aggregate, decide, parse_drift
 from modelyard_operator.modeldeployment.models import parse_md
 from modelyard_operator.modeldeployment.retrain import build_training_run, retrain_index, retrain_name
+from modelyard_serving.drift import DriftSnapshot
+from modelyard_serving.metrics import ServingMetrics
+from prometheus_client import generate_latest
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 TEMPLATE = {
@@ -20,26 +24,55 @@ TEMPLATE = {
 }
 
 
-def answer(score: float, size: int, version: str = "3", available: bool = True) -> dict[str, Any]:
-    return {"available": available, "referenceVersion": version, "windowSize": size,
-            "windowCapacity": 10000, "score": score, "features": {}}
+def pod(score: float, size: int, version: str | None = "3") -> PodDrift:
+    return PodDrift(score, size, version)
 
 
 def test_aggregate_weights_pods_by_window_size() -> None:
-    reading = aggregate([answer(0.1, 300), answer(0.5, 100)], "3")
+    reading = aggregate([pod(0.1, 300), pod(0.5, 100)], "3")
     assert reading == DriftReading(score=0.2, samples=400, pods=2, version="3")
 
 
-def test_aggregate_ignores_other_versions_unavailable_and_garbage() -> None:
-    answers = [answer(0.9, 1000, version="2"), answer(0.3, 50, available=False),
-               {"available": True, "score": "high"}, None, answer(0.4, 200)]
-    assert aggregate(answers, "3") == DriftReading(0.4, 200, 1, "3")
-    assert aggregate([answer(0.9, 10, version="2")], "3") is None
+def test_aggregate_ignores_other_versions_and_pods_without_drift() -> None:
+    pods = [pod(0.9, 1000, version="2"), None, pod(0.4, 200), pod(0.7, 50, version=None)]
+    assert aggregate(pods, "3") == DriftReading(0.4, 200, 1, "3")
+    assert aggregate([pod(0.9, 10, version="2")], "3") is None
     assert aggregate([], "3") is None
+    assert aggregate([None], "3") is None
 
 
 def test_aggregate_empty_windows() -> None:
-    assert aggregate([answer(0.0, 0)], "3") == DriftReading(0.0, 0, 1, "3")
+    assert aggregate([pod(0.0, 0)], "3") == DriftReading(0.0, 0, 1, "3")
+
+
+def serving_metrics(snapshot: DriftSnapshot | None, version: str = "3") -> str:
+    """/metrics text exactly as the model server renders it (the contract the reader relies on)."""
+    metrics = ServingMetrics()
+    metrics.set_model("iris", version, "sklearn", 0.5)
+    metrics.add_drift(lambda: snapshot)
+    metrics.observe_request("/predict", "POST", 200, 0.001)
+    return generate_latest(metrics.registry).decode()
+
+
+def test_parse_drift_reads_what_the_model_server_exports() -> None:
+    snapshot = DriftSnapshot(window_size=812, capacity=10_000, features={"petal length (cm)": 0.9}, score=0.41)
+    assert parse_drift(serving_metrics(snapshot)) == PodDrift(0.41, 812, "3")
+    assert parse_drift(serving_metrics(snapshot, version="7")) == PodDrift(0.41, 812, "7")
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "modelyard_serving_model_ready 1.0\n",  # no profile, drift off or not loaded: no drift gauges
+    "modelyard_serving_drift_score{model_version=\"3\"} 0.4\n",  # no window size
+    "this is { not prometheus\n",
+    'modelyard_serving_drift_score{model_version="3"} NaN\nmodelyard_serving_drift_window_size 5\n',
+])
+def test_parse_drift_without_usable_gauges(text: str) -> None:
+    assert parse_drift(text) is None
+
+
+def test_no_drift_gauges_before_a_snapshot_exists() -> None:
+    assert parse_drift(serving_metrics(None)) is None
 
 
 def reading(score: float = 0.5, samples: int = 1000) -> DriftReading:

@@ -20,8 +20,8 @@ from modelyard_serving.model_store import ModelStore
 
 from .conftest import settings as serving_settings
 
-# Inference and its metadata: /predict and every Open Inference Protocol v2 route.
-FUZZED = r"^/(predict|v2)"
+# Inference and its metadata: /predict, /invocations and every Open Inference Protocol v2 route.
+FUZZED = r"^/(predict|invocations|v2)"
 MAX_EXAMPLES = 150
 CASES: dict[str, int] = {}
 
@@ -57,7 +57,7 @@ def _fuzz(operation: Any) -> None:
 def test_no_server_errors_and_every_inference_route_is_reached(api: Any, request: pytest.FixtureRequest) -> None:
     CASES.clear()
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) >= 8
+    assert len(operations) >= 9
     for operation in operations:
         _fuzz(operation)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
@@ -65,5 +65,5 @@ def test_no_server_errors_and_every_inference_route_is_reached(api: Any, request
     if reporter is not None:
         reporter.write_line(f"\nschemathesis: {total} cases, 0 server errors: {dict(sorted(CASES.items()))}")
     routes = {key.split(" ", 1)[1] for key in CASES}
-    assert "/predict" in routes
+    assert {"/predict", "/invocations"} <= routes
     assert {"/v2", "/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer"} <= routes

@@ -38,6 +38,7 @@ def test_not_ready_until_the_model_is_loaded(registry: Registry) -> None:
         assert client.get("/v2/health/live").status_code == 200
         refused = client.post("/predict", json=PREDICT)
         assert refused.status_code == 503
+        assert client.post("/invocations", json=PREDICT).status_code == 503
         assert refused.json()["code"] == "not_ready"
         assert refused.headers["retry-after"] == "1"
 
@@ -114,8 +115,10 @@ def keyed_client(iris_store: ModelStore) -> Iterator[TestClient]:
 def test_inference_needs_the_api_key(keyed_client: TestClient, headers: dict[str, str], message: str) -> None:
     for method, path, body in [
         ("POST", "/predict", PREDICT),
+        ("POST", "/invocations", PREDICT),
         ("POST", "/v2/models/iris/infer", {"inputs": []}),
         ("GET", "/v2/models/iris", None),
+        ("GET", "/drift", None),
     ]:
         response = keyed_client.request(method, path, json=body, headers=headers)
         assert response.status_code == 401, (path, response.text)
@@ -126,6 +129,8 @@ def test_inference_needs_the_api_key(keyed_client: TestClient, headers: dict[str
 @pytest.mark.parametrize("headers", [{"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}])
 def test_either_header_carries_the_api_key(keyed_client: TestClient, headers: dict[str, str]) -> None:
     assert keyed_client.post("/predict", json=PREDICT, headers=headers).status_code == 200
+    assert keyed_client.post("/invocations", json=PREDICT, headers=headers).status_code == 200
+    assert keyed_client.get("/drift", headers=headers).json()["available"] is True
 
 
 @pytest.mark.parametrize(
@@ -134,7 +139,7 @@ def test_either_header_carries_the_api_key(keyed_client: TestClient, headers: di
         "/healthz",
         "/readyz",
         "/metrics",
-        "/drift",
+        "/v2",
         "/v2/health/live",
         "/v2/health/ready",
         "/v2/models/iris/ready",
@@ -179,6 +184,10 @@ def test_openapi_documents_the_request_bodies(iris_client: TestClient) -> None:
     schema = predict["requestBody"]["content"]["application/json"]["schema"]
     assert {"instances", "inputs"} <= set(schema["properties"])
     assert {"200", "401", "413", "422", "503"} <= set(predict["responses"])
+    invocations = spec["paths"]["/invocations"]["post"]
+    schema = invocations["requestBody"]["content"]["application/json"]["schema"]
+    assert {"dataframe_split", "dataframe_records", "instances", "inputs", "params"} <= set(schema["properties"])
+    assert {"200", "401", "413", "415", "422", "503"} <= set(invocations["responses"])
     infer = spec["paths"]["/v2/models/{model_name}/infer"]["post"]
     assert "$defs" not in str(infer["requestBody"])
     assert iris_client.get("/docs").status_code == 200
@@ -203,6 +212,7 @@ def test_inference_is_served_by_the_raw_routes_and_their_documented_twins_agree(
             "/predict",
             "/v2/models/{model_name}/infer",
             "/v2/models/{model_name}/versions/{model_version}/infer",
+            "/invocations",
         ]
         if not keep_raw:  # what the OpenAPI operations would do if they were the ones routed to
             app.router.routes[:] = [r for r in app.router.routes if r not in raw]
@@ -213,6 +223,8 @@ def test_inference_is_served_by_the_raw_routes_and_their_documented_twins_agree(
                     client.post("/v2/models/iris/infer", json=infer_body).json(),
                     client.post("/v2/models/iris/versions/1/infer", json=infer_body).json(),
                     client.post("/predict", json={"instances": [[1.0]]}).json(),
+                    client.post("/invocations", json={"dataframe_split": {"data": [IRIS_ROW]}}).json(),
+                    client.post("/invocations", json={"instances": [[1.0]]}).json(),
                 ]
             )
     assert answers[0] == answers[1]

@@ -30,6 +30,8 @@ def test_requests_are_counted_by_route_template_method_and_status(iris_client: T
     iris_client.post("/predict", json={"instances": [IRIS_ROW]})
     iris_client.post("/predict", json={"instances": [IRIS_ROW]})
     iris_client.post("/predict", json={"instances": [[1.0]]})
+    iris_client.post("/invocations", json={"dataframe_split": {"data": [IRIS_ROW]}})
+    iris_client.post("/invocations", content=b"5.1,3.5,1.4,0.2", headers={"content-type": "text/csv"})
     iris_client.post("/v2/models/iris/infer", json={"inputs": []})
     iris_client.get("/v2/models/other/ready")
     iris_client.get("/nope/1")
@@ -37,6 +39,8 @@ def test_requests_are_counted_by_route_template_method_and_status(iris_client: T
     prefix = "modelyard_serving_requests_total"
     assert value(m, prefix, route="/predict", method="POST", status="200") == 2
     assert value(m, prefix, route="/predict", method="POST", status="422") == 1
+    assert value(m, prefix, route="/invocations", method="POST", status="200") == 1
+    assert value(m, prefix, route="/invocations", method="POST", status="415") == 1
     # Templates, not raw paths: model names and ids cannot blow up label cardinality.
     assert value(m, prefix, route="/v2/models/{model_name}/infer", method="POST", status="422") == 1
     assert value(m, prefix, route="/v2/models/{model_name}/ready", method="GET", status="404") == 1
@@ -45,9 +49,11 @@ def test_requests_are_counted_by_route_template_method_and_status(iris_client: T
 
 def test_latency_histogram_has_millisecond_buckets(iris_client: TestClient) -> None:
     iris_client.post("/predict", json={"instances": [IRIS_ROW]})
+    iris_client.post("/invocations", json={"instances": [IRIS_ROW]})
     m = samples(iris_client)
     name = "modelyard_serving_request_duration_seconds"
     assert value(m, f"{name}_count", route="/predict") == 1
+    assert value(m, f"{name}_count", route="/invocations") == 1
     bounds = sorted(
         float(dict(labels)["le"]) for (n, labels) in m if n == f"{name}_bucket" and dict(labels)["route"] == "/predict"
     )
@@ -58,11 +64,12 @@ def test_latency_histogram_has_millisecond_buckets(iris_client: TestClient) -> N
 def test_predictions_are_counted_by_class(iris_client: TestClient, registry: Registry) -> None:
     iris_client.post("/predict", json={"instances": registry.iris_data.to_numpy().tolist()})
     iris_client.post("/predict", json={"instances": [IRIS_ROW]})
+    iris_client.post("/invocations", json={"instances": [IRIS_ROW]})
     m = samples(iris_client)
     name = "modelyard_serving_predictions_total"
     counts = {c: value(m, name, model_name="iris", model_version="1", **{"class": c}) for c in "012"}
-    assert sum(counts.values()) == 151
-    assert counts["0"] == 51  # iris has 50 setosa; the extra row is setosa too
+    assert sum(counts.values()) == 152
+    assert counts["0"] == 52  # iris has 50 setosa; the two extra rows are setosa too
 
 
 def test_model_info_ready_and_in_flight(iris_client: TestClient) -> None:
@@ -78,11 +85,12 @@ def test_drift_gauges_follow_the_window(iris_client: TestClient) -> None:
     iris_client.post("/predict", json={"instances": [[x * 3 for x in IRIS_ROW]] * 20})
     m = samples(iris_client)
     drift = iris_client.get("/drift").json()
-    assert value(m, "modelyard_serving_drift_window_size") == 20
-    assert value(m, "modelyard_serving_drift_window_capacity") == 10_000
-    assert value(m, "modelyard_serving_drift_score") == pytest.approx(drift["score"])
+    model = {"model_name": "iris", "model_version": "1"}  # the operator skips pods of other versions
+    assert value(m, "modelyard_serving_drift_window_size", **model) == 20
+    assert value(m, "modelyard_serving_drift_window_capacity", **model) == 10_000
+    assert value(m, "modelyard_serving_drift_score", **model) == pytest.approx(drift["score"])
     for feature, psi in drift["features"].items():
-        assert value(m, "modelyard_serving_feature_drift_psi", feature=feature) == pytest.approx(psi)
+        assert value(m, "modelyard_serving_feature_drift_psi", feature=feature, **model) == pytest.approx(psi)
 
 
 def test_no_drift_gauges_without_a_profile(registry: Registry) -> None:

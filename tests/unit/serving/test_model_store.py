@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 import mlflow.sklearn
 import numpy as np
 import pytest
@@ -106,3 +110,76 @@ def test_settings_come_from_modelyard_environment(monkeypatch: pytest.MonkeyPatc
     )
     assert s.api_key is not None and s.api_key.get_secret_value() == "topsecret-key"
     assert "topsecret-key" not in repr(s)  # the key never shows up in logs of the settings
+
+
+def test_only_mlmodel_and_the_estimator_file_are_downloaded(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logged models also carry environments and input examples; serving fetches neither."""
+    frame = registry.iris_data
+    fitted = LogisticRegression(max_iter=300).fit(frame.to_numpy(), np.arange(150) % 3)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            fitted, name="model", input_example=frame.head(3), registered_model_name="iris-with-example"
+        )
+    location = Path(mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location.removeprefix("file://"))
+    assert {"input_example.json", "conda.yaml", "requirements.txt"} <= {p.name for p in location.iterdir()}
+    fetched: list[str] = []
+    real = mlflow.artifacts.download_artifacts
+
+    def recording(artifact_uri: str, **kwargs: Any) -> str:
+        fetched.append(artifact_uri.rsplit("/", 1)[-1])
+        return str(real(artifact_uri=artifact_uri, **kwargs))
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", recording)
+    model = ModelStore(f"models:/iris-with-example/{info.registered_model_version}").load()
+    assert fetched == ["MLmodel", "model.skops"]
+    assert model.inputs.n_features == 4 and model.has_proba
+
+
+def test_an_alias_is_resolved_once_so_the_reported_version_is_the_one_served(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("iris", "moving", "1")
+    lookups = []
+    real = mlflow.MlflowClient.get_model_version_by_alias
+
+    def once(self: mlflow.MlflowClient, name: str, alias: str) -> Any:
+        lookups.append(alias)
+        return real(self, name, alias)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", once)
+    assert ModelStore("models:/iris@moving").load().version == "1"
+    assert lookups == ["moving"]
+
+
+# What the serving image leaves out (serving/pyproject.toml, serving/lock-excludes.txt): loading
+# and predicting must not import any of it.
+_NOT_IN_THE_IMAGE = (
+    "pandas", "git", "google.auth", "cryptography", "prettytable", "wcwidth", "mlflow.sklearn", "mlflow.pyfunc"
+)
+_LOAD_WITHOUT = """
+import importlib.abc, sys
+blocked = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in blocked):
+            raise ModuleNotFoundError(f"{{name}} is not in the serving image", name=name)
+sys.meta_path.insert(0, Block())
+import numpy as np
+from modelyard_serving.model_store import ModelStore
+model = ModelStore({uri!r}).load()
+print(model.predict(np.array([[5.1, 3.5, 1.4, 0.2]])).predictions)
+"""
+
+
+@pytest.mark.parametrize("name", ["iris", "iris-hgb"])  # skops and cloudpickle
+def test_loading_needs_nothing_the_serving_image_leaves_out(registry: Registry, name: str) -> None:
+    # The model's own artifact location: the tests' sqlite registry is tracking-server code
+    # (sqlalchemy, cryptography) standing in for the MLflow server pods reach over HTTP.
+    location = mlflow.MlflowClient().get_model_version_download_uri(name, "1")
+    code = _LOAD_WITHOUT.format(blocked=_NOT_IN_THE_IMAGE, uri=location)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[0]"
