@@ -81,6 +81,10 @@ def _common_env(state: Path) -> dict[str, str]:
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
         "MLFLOW_WEBHOOK_CACHE_TTL": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # The job runner (GenAI evaluation, trace roll-ups) is unused here and starts half a
+        # dozen worker processes that each import MLflow: tens of CPU-seconds per start on two
+        # cores. Webhooks are delivered by the server's own threads, not by jobs.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
 
 
