@@ -69,8 +69,7 @@ def stores() -> Iterator[Stores]:
         "PYTHONPATH": os.pathsep.join([str(REPO / "k8s" / "local"), os.environ.get("PYTHONPATH", "")]),
         "MODELYARD_CLUSTER_DIR": str(state),
         "MODELYARD_MLFLOW_BACKEND": "postgres-s3",
-        "MODELYARD_MLFLOW_HOST": "127.0.0.1",
-        "MODELYARD_S3_HOST": "127.0.0.1",
+        "MODELYARD_HOST_IP": "127.0.0.1",
         **{f"MODELYARD_{name}_PORT": str(port) for name, port in ports.items()},
     }
     keys = state / "s3" / "credentials.json"

@@ -52,12 +52,6 @@ def running_backend(state: Path) -> str | None:
     return marker.read_text().strip()
 
 
-def mlflow_host() -> str:
-    """Where MLflow listens: the pod-reachable host address, or ``MODELYARD_MLFLOW_HOST`` for a
-    server that runs without the cluster (tests of the stores alone use loopback)."""
-    return os.environ.get("MODELYARD_MLFLOW_HOST") or network.host_ip()
-
-
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as resp:
         return bool(resp.status == 200)
@@ -90,7 +84,7 @@ def _common_env(state: Path) -> dict[str, str]:
 
 def start_mlflow(state: Path, wait: bool = True, backend: str | None = None) -> None:
     backend = backend or configured_backend()
-    host = mlflow_host()
+    host = network.host_ip()
     if not procs.running("mlflow", state):
         if backend == "postgres-s3":
             argv, env = _postgres_s3(state)

@@ -1,9 +1,10 @@
 """The production-like MLflow's stores, as host processes: Debian's PostgreSQL and versitygw.
 
-PostgreSQL keeps its data under ``<state>/postgres`` and listens on loopback only: MLflow, a
-host process, is its one client. versitygw serves ``<state>/s3/root`` (each directory there is
-a bucket) on the host address pods reach, so a training pod can read ``s3://`` datasets from it
-as well. Credentials are generated once per cluster state and kept beside the data.
+PostgreSQL keeps its data under ``<state>/postgres`` and listens on loopback, for MLflow on the
+host, and on the host address pods reach, for an MLflow that the chart runs in a pod (its own
+database, ``create_database``). versitygw serves ``<state>/s3/root`` (each directory there is a
+bucket) on the host address too, so a training pod can read ``s3://`` datasets from it.
+Credentials are generated once per cluster state and kept beside the data.
 """
 
 from __future__ import annotations
@@ -88,9 +89,19 @@ def _pg_account() -> str | None:
     return PG_ACCOUNT if os.geteuid() == 0 else None
 
 
-def postgres_uri(state: Path) -> str:
+def postgres_uri(state: Path, database: str = PG_DATABASE, host: str = "127.0.0.1") -> str:
     password = _secret(state / "postgres" / "password")
-    return f"postgresql://{PG_USER}:{password}@127.0.0.1:{POSTGRES_PORT}/{PG_DATABASE}"
+    return f"postgresql://{PG_USER}:{password}@{host}:{POSTGRES_PORT}/{database}"
+
+
+def create_database(state: Path, name: str) -> str:
+    """Create database ``name`` (if new); its URI as pods reach it."""
+    env = {**os.environ, "PGPASSWORD": _secret(state / "postgres" / "password")}
+    made = subprocess.run([str(postgres_bin_dir() / "createdb"), "-h", "127.0.0.1", "-p", str(POSTGRES_PORT),
+                           "-U", PG_USER, name], env=env, capture_output=True, text=True, check=False)
+    if made.returncode != 0 and "already exists" not in made.stderr:
+        raise RuntimeError(f"createdb {name} failed: {made.stderr}")
+    return postgres_uri(state, name, network.host_ip())
 
 
 def _pg_ready(bin_dir: Path) -> bool:
@@ -115,6 +126,9 @@ def _initdb(state: Path, bin_dir: Path) -> None:
                        check=True, capture_output=True, user=account, cwd=root)
     finally:
         pwfile.unlink(missing_ok=True)
+    # initdb admits loopback only; an MLflow pod connects from the pod network.
+    with (data / "pg_hba.conf").open("a") as hba:
+        hba.write(f"host all all {network.POD_CIDR} scram-sha-256\n")
 
 
 def start_postgres(state: Path) -> None:
@@ -126,9 +140,10 @@ def start_postgres(state: Path) -> None:
         _initdb(state, bin_dir)
         _log(f"postgres: initdb {data} ({time.monotonic() - started:.1f}s)")
     if not procs.running("postgres", state):
+        listen = ",".join(dict.fromkeys(["127.0.0.1", network.host_ip()]))
         procs.start("postgres", [
             str(bin_dir / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT),
-            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"listen_addresses={listen}",
             "-c", "unix_socket_directories=",  # TCP only: no socket directory to own or clean up
             # Test data: durability is not wanted, speed is.
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
@@ -136,11 +151,7 @@ def start_postgres(state: Path) -> None:
     _wait("postgres", lambda: _pg_ready(bin_dir), 60, state / "logs" / "postgres.log")
     marker = state / "postgres" / "database-created"
     if not marker.exists():
-        env = {**os.environ, "PGPASSWORD": _secret(state / "postgres" / "password")}
-        made = subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(POSTGRES_PORT),
-                               "-U", PG_USER, PG_DATABASE], env=env, capture_output=True, text=True, check=False)
-        if made.returncode != 0 and "already exists" not in made.stderr:
-            raise RuntimeError(f"createdb {PG_DATABASE} failed: {made.stderr}")
+        create_database(state, PG_DATABASE)
         marker.write_text("")
 
 
@@ -159,13 +170,7 @@ def s3_credentials(state: Path) -> S3Credentials:
         path.write_text(json.dumps({"accessKeyId": "modelyard", "secretAccessKey": secrets.token_urlsafe(24)}))
         path.chmod(0o600)
     stored = json.loads(path.read_text())
-    return S3Credentials(f"http://{s3_host(state)}:{S3_PORT}", stored["accessKeyId"], stored["secretAccessKey"])
-
-
-def s3_host(state: Path) -> str:
-    """Where versitygw listens: the pod-reachable host address, or loopback for a store that
-    runs without the cluster (``MODELYARD_S3_HOST``)."""
-    return os.environ.get("MODELYARD_S3_HOST") or network.host_ip()
+    return S3Credentials(f"http://{network.host_ip()}:{S3_PORT}", stored["accessKeyId"], stored["secretAccessKey"])
 
 
 def _http_ok(url: str) -> bool:
@@ -180,7 +185,7 @@ def start_s3(state: Path) -> None:
         (root / bucket).mkdir(parents=True, exist_ok=True)
     if not procs.running("s3", state):
         procs.start("s3", [
-            str(binaries.ensure_s3()), "--port", f"{s3_host(state)}:{S3_PORT}", "--health", "/health",
+            str(binaries.ensure_s3()), "--port", f"{network.host_ip()}:{S3_PORT}", "--health", "/health",
             "--region", creds.region, "--quiet", "posix", str(root),
         ], state, env={
             # the root account's keys go through the environment, not argv (visible in ps)
