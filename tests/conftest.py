@@ -28,9 +28,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "k8s" / "local"))
 
-from localcluster import binaries  # noqa: E402
+from localcluster import binaries, mlflowserver  # noqa: E402
 from localcluster import cluster as localcluster  # noqa: E402
-from localcluster import mlflowserver  # noqa: E402
 from localcluster import node as localnode  # noqa: E402
 
 # Test namespaces share a per-session prefix and the session's operator watches only that

@@ -24,7 +24,8 @@ import pytest
 
 from tests.helpers import free_port, version_artifact_location, wait_for
 
-pytestmark = pytest.mark.stores
+# A hung download must fail the test, not wait for the suite-wide 900 s.
+pytestmark = [pytest.mark.stores, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -329,7 +329,8 @@ def test_bundled_mlflow_on_gcs_mounts_the_service_account_key() -> None:
     assert env["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/etc/mlflow/gcs/sa.json"
     assert {"name": "gcs-key", "mountPath": "/etc/mlflow/gcs", "readOnly": True} in ctr["volumeMounts"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["gcs-key"]["secret"] == {"secretName": "mlflow-gcs", "items": [{"key": "sa.json", "path": "sa.json"}]}
+    assert volumes["gcs-key"]["secret"] == {"secretName": "mlflow-gcs",
+                                            "items": [{"key": "sa.json", "path": "sa.json"}]}
 
 
 def test_webhook_register_modes() -> None:

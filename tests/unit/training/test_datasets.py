@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from modelyard_training.config import DatasetSpec
 from modelyard_training.datasets import load_dataset, split
-from modelyard_training.sources import redact_uri
 from modelyard_training.errors import EXIT_DATASET, DatasetUnavailable
+from modelyard_training.sources import redact_uri
 
 from tests.helpers import free_port
 
