@@ -111,7 +111,11 @@ lock: ## re-resolve the hash-pinned requirements.lock of each image
 	for c in operator serving; do \
 		/tmp/modelyard-lock/bin/uv pip compile $$c/pyproject.toml --universal --python-version 3.11 \
 			--generate-hashes --custom-compile-command "make lock" --quiet -o $$c/requirements.lock; done
-	/tmp/modelyard-lock/bin/uv pip compile training-image/pyproject.toml -c tests/constraints.txt --generate-hashes \
+	@# The training image takes the dev pins except python-dateutil: its `s3` extra (DVC remotes on
+	@# S3) brings botocore, which wants dateutil < 3, while the dev venv's kubernetes wants >= 3.
+	grep -v '^python-dateutil==' tests/constraints.txt > /tmp/modelyard-lock/training-constraints.txt
+	/tmp/modelyard-lock/bin/uv pip compile training-image/pyproject.toml --extra s3 \
+		-c /tmp/modelyard-lock/training-constraints.txt --generate-hashes \
 		--python-version 3.11 --python-platform linux --custom-compile-command "make lock" \
 		-o training-image/requirements.lock
 	/tmp/modelyard-lock/bin/uv pip compile k8s/images/mlflow/requirements.in --only-binary :all: --generate-hashes \
