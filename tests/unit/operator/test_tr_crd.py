@@ -76,7 +76,7 @@ def test_examples_are_valid_runs(path: Path) -> None:
 
 def test_all_examples_exist() -> None:
     assert [p.stem.removeprefix("trainingrun-") for p in EXAMPLES] == [
-        "basic", "csv", "digits-sweep", "gpu", "promotion", "sweep"]
+        "basic", "csv", "digits-sweep", "dvc", "gpu", "promotion", "sweep"]
 
 
 def test_digits_example_is_the_champion_challenger_workflow() -> None:
