@@ -238,3 +238,17 @@ def operator(cluster: Cluster, crds: list[Path], tmp_path_factory: pytest.TempPa
     op.start()
     yield op
     op.stop()
+
+
+@pytest.fixture
+def secrets_allowed(operator: Operator) -> Iterator[Operator]:
+    """The session operator with Secrets in specs allowed (dataset.credentialsSecret), as the
+    chart's config.policy.secretRefs=ifAuthorized sets it; restored afterwards."""
+    previous = dict(operator.extra_env)
+    operator.stop()
+    operator.start(**previous, MODELYARD_ALLOW_SECRET_REFS="true")
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        operator.start(**previous)

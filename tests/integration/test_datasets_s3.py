@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,18 +21,6 @@ from tests.helpers import condition, kubectl_apply, mlflow_client
 from .test_trainingrun import model_name, pods_of, tr_manifest, wait_phase
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def secrets_allowed(operator: Any) -> Iterator[Any]:
-    previous = dict(operator.extra_env)
-    operator.stop()
-    operator.start(**previous, MODELYARD_ALLOW_SECRET_REFS="true")
-    try:
-        yield operator
-    finally:
-        operator.stop()
-        operator.start(**previous)
 
 
 def _upload_iris_csv(s3_store: Any, key: str) -> bytes:
