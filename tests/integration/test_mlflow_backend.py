@@ -66,9 +66,9 @@ def test_s3_outage_keeps_serving_and_the_promoted_version_rolls_once_it_returns(
     mc.set_registered_model_alias(model, "champion", v1)
     kubectl_apply(cluster, namespace, md_manifest(name, {"name": model, "alias": "champion"}))
     wait_serving(cluster, namespace, name, v1)
-    with PredictLoop(cluster, namespace, name) as loop:
-        cluster.s3_stop()
-        try:
+    try:
+        with PredictLoop(cluster, namespace, name) as loop:
+            cluster.s3_stop()
             # The registry (PostgreSQL) still works, so the operator resolves v2 at once; its
             # pod cannot fetch the model and stays unready while v1 keeps serving.
             mc.set_registered_model_alias(model, "champion", v2)
@@ -76,12 +76,12 @@ def test_s3_outage_keeps_serving_and_the_promoted_version_rolls_once_it_returns(
             assert condition(md, "Ready")["status"] == "True"
             assert md["status"]["servingVersion"] == v1
             assert served_versions(cluster, namespace, name) == {v1}
-        finally:
-            cluster.s3_start()
-        # The serving pod retries its load (capped backoff); no one has to delete anything.
-        wait_serving(cluster, namespace, name, v2)
-        wait_condition(cluster, namespace, name, "Degraded", "False", timeout=180)
-    assert loop.failures == []
+    finally:
+        cluster.s3_start()
+    assert loop.failures == [] and set(loop.ok) == {v1}
+    # The serving pod retries its load (capped backoff); no one has to delete anything.
+    wait_serving(cluster, namespace, name, v2)
+    wait_condition(cluster, namespace, name, "Degraded", "False", timeout=180)
     for pod in pods(cluster, namespace, name):
         assert not [e.name for c in pod.spec.containers for e in c.env or [] if e.name.startswith("AWS_")]
 
