@@ -15,7 +15,6 @@ from .app import create_app
 from .logging import configure_logging
 from .settings import ServingSettings
 
-
 # The runtime retries a failed model load itself, with capped backoff. MLflow's own per-request
 # retries (7, with minutes of backoff) would only hold a failing download (an artifact store
 # outage, say) for minutes before readiness can say why. Explicit settings still win.

@@ -12,33 +12,29 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
-from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from .catalog import (
-    BUILTIN_TASKS,
     LOWER_IS_BETTER,
-    BuiltinDataset,
     EstimatorType,
     Task,
     metrics_for,
     task_of,
 )
+from .datasetspec import DatasetSpec, DvcSource, dataset_problems
+from .datasetspec import SpecBase as _Spec
 from .errors import InvalidConfig
+
+# The dataset part of the spec lives in datasetspec.py; importers keep using this module.
+__all__ = ["DatasetSpec", "DvcSource"]
 
 # MLflow's own alias rule (mlflow.utils.validation): word characters and dashes, at most 255;
 # "latest" and "v<digits>" are reserved (checked in PromotionSpec: pydantic regexes cannot
 # look ahead).
 ALIAS_PATTERN = r"^[\w\-]+$"
 _RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class ModelSpec(_Spec):
@@ -58,51 +54,6 @@ class EstimatorSpec(_Spec):
     @property
     def task(self) -> Task:
         return task_of(self.type)
-
-
-class DvcSource(_Spec):
-    """A file tracked by DVC: ``path`` inside the git repository ``repo`` at revision ``rev``,
-    its content fetched from the DVC remote (the repository's default, or ``remote``)."""
-
-    repo: str = Field(min_length=1)
-    path: str = Field(min_length=1)
-    rev: str = Field(min_length=1)
-    remote: str | None = Field(default=None, min_length=1)
-
-
-class DatasetSpec(_Spec):
-    builtin: BuiltinDataset | None = None
-    uri: str | None = Field(default=None, min_length=1)
-    dvc: DvcSource | None = None
-    format: Literal["csv", "parquet"] | None = None
-    target: str | None = Field(default=None, min_length=1)
-    features: list[str] | None = Field(default=None, min_length=1)
-    test_size: float = Field(default=0.2, gt=0, lt=1)
-    seed: int = 42
-    # The S3 endpoint of an S3-compatible store, for s3:// uris and DVC remotes on S3.
-    endpoint: str | None = Field(default=None, min_length=1)
-    # Pod-level: the operator turns it into envFrom on the training container; training
-    # reads the AWS_* variables it brings and otherwise ignores the name.
-    credentials_secret: str | None = Field(default=None, min_length=1)
-
-    @property
-    def file_format(self) -> Literal["csv", "parquet"] | None:
-        """The explicit format, else the one the file's suffix implies (None when it implies none)."""
-        if self.format is not None:
-            return self.format
-        if self.uri is not None:
-            path = urlparse(self.uri).path
-        elif self.dvc is not None:
-            path = self.dvc.path
-        else:
-            return None
-        suffix = PurePosixPath(path).suffix.lower()
-        return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)  # type: ignore[return-value]
-
-    @property
-    def is_object_storage(self) -> bool:
-        """Whether the data may come from S3, where credentials and an endpoint apply."""
-        return self.dvc is not None or (self.uri is not None and self.uri.lower().startswith("s3://"))
 
 
 Stage = Literal["Staging", "Production"]
@@ -264,7 +215,7 @@ def format_validation_error(exc: ValidationError) -> str:
 def _cross_field_problems(config: TrainingConfig) -> Iterator[tuple[str, str]]:
     """Rules that span fields (the CRD enforces most with CEL; a config may not come from it)."""
     spec = config.spec
-    yield from _dataset_problems(spec.dataset, spec.estimator.task)
+    yield from dataset_problems(spec.dataset, spec.estimator.task)
     allowed = metrics_for(spec.estimator.task)
     kind = "a classifier" if spec.estimator.task == "classification" else "a regressor"
     if spec.promotion is not None and spec.promotion.metric not in allowed:
@@ -283,35 +234,6 @@ def _cross_field_problems(config: TrainingConfig) -> Iterator[tuple[str, str]]:
             yield from _space_problems(f"spec.sweep.space.{name}", dim)
     elif config.mode in ("trial", "select"):
         yield "spec.sweep", f"is required in mode '{config.mode}'"
-
-
-def _dataset_problems(dataset: DatasetSpec, task: Task) -> Iterator[tuple[str, str]]:
-    if sum(source is not None for source in (dataset.builtin, dataset.uri, dataset.dvc)) != 1:
-        yield "spec.dataset", "set exactly one of builtin, uri or dvc"
-        return
-    if not dataset.is_object_storage:
-        for name, value in (("endpoint", dataset.endpoint), ("credentialsSecret", dataset.credentials_secret)):
-            if value is not None:
-                yield f"spec.dataset.{name}", "applies only to an s3:// uri or a dvc dataset"
-    if dataset.builtin is not None:
-        if dataset.target not in (None, "target"):
-            yield "spec.dataset.target", "built-in datasets name their target column 'target'; leave it unset"
-        # A regressor can fit class labels as numbers, but a classifier cannot fit a continuous target.
-        if task == "classification" and BUILTIN_TASKS[dataset.builtin] == "regression":
-            yield "spec.estimator.type", f"built-in '{dataset.builtin}' has a continuous target; use a regressor"
-        return
-    if dataset.target is None:
-        yield "spec.dataset.target", f"is required when {'uri' if dataset.uri is not None else 'dvc'} is set"
-    if dataset.uri is not None:
-        scheme = urlparse(dataset.uri).scheme.lower()
-        if scheme not in ("http", "https", "file", "s3") and not dataset.uri.startswith("/"):
-            yield "spec.dataset.uri", "must be http(s)://, s3://, file:// or an absolute path on a mounted volume"
-        elif scheme == "s3" and not urlparse(dataset.uri).netloc:
-            yield "spec.dataset.uri", "an s3:// uri names a bucket: s3://<bucket>/<key>"
-    if dataset.endpoint is not None and urlparse(dataset.endpoint).scheme not in ("http", "https"):
-        yield "spec.dataset.endpoint", "must be an http(s):// URL"
-    if dataset.file_format is None:
-        yield "spec.dataset.format", "cannot be inferred from the file name (not .csv or .parquet); set csv or parquet"
 
 
 def _space_problems(path: str, dim: ParamSpace) -> Iterator[tuple[str, str]]:

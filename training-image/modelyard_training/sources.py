@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse, urlunparse
 from urllib.request import url2pathname
 
-from .config import DvcSource
+from .datasetspec import DvcSource
 from .errors import DatasetUnavailable
 
 _USER_AGENT = "modelyard-training"
