@@ -240,13 +240,13 @@ def operator(cluster: Cluster, crds: list[Path], tmp_path_factory: pytest.TempPa
     op.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def secrets_allowed(operator: Operator) -> Iterator[Operator]:
     """The session operator with Secrets in specs allowed (dataset.credentialsSecret), as the
-    chart's config.policy.secretRefs=ifAuthorized sets it; restored afterwards."""
+    chart's config.policy.secretRefs=ifAuthorized sets it, for one test module; then restored."""
     previous = dict(operator.extra_env)
     operator.stop()
-    operator.start(**previous, MODELYARD_ALLOW_SECRET_REFS="true")
+    operator.start(**{**previous, "MODELYARD_ALLOW_SECRET_REFS": "true"})
     try:
         yield operator
     finally:
