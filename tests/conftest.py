@@ -85,11 +85,12 @@ def cluster() -> Iterator[Cluster]:
     from kubernetes import config
 
     already_up = all(localcluster.status().values())
+    backend_before = localcluster.mlflow_backend() if already_up else None
     info = localcluster.info() if already_up else localcluster.up()
-    backend_before = localcluster.mlflow_backend()
     if already_up:  # `make images` may have rebuilt them since the cluster started
         localnode.load_images(info.state)
-        localcluster.switch_mlflow_backend(mlflowserver.configured_backend())
+    # A no-op when MLflow already runs on the wanted backend (as `up` starts it).
+    localcluster.switch_mlflow_backend(mlflowserver.configured_backend())
     kubectl = binaries.ensure_k8s()["kubectl"]
     c = Cluster(info.kubeconfig, info.host_ip, info.mlflow_uri, info.api_url, kubectl, info.state)
     c.api = config.new_client_from_config(str(info.kubeconfig))

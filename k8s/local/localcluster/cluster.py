@@ -187,7 +187,7 @@ def start_mlflow(wait: bool = True) -> None:
 
 
 def stop_mlflow() -> None:
-    procs.stop("mlflow", state_dir())
+    mlflowserver.stop_mlflow(state_dir())
 
 
 def switch_mlflow_backend(backend: str) -> None:
