@@ -41,6 +41,14 @@ def _frame(rows: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _site_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """DVC's per-machine cache (/var/tmp/dvc by default) in a temp dir, as the image puts it under /tmp."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path_factory.mktemp("dvc-site-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DvcRepo]:
     """Two tagged revisions of data/iris.csv (40 rows, then 60), pushed to a local remote; the
