@@ -2,6 +2,11 @@
 
 The cluster is started once per session (or reused when `make cluster-up` already runs it, in
 which case it is left running) and torn down at the end. Each test gets its own namespace.
+
+MLflow runs on the backend ``MODELYARD_MLFLOW_BACKEND`` names (sqlite, the default, or
+postgres-s3). A reused cluster whose MLflow runs on another backend gets MLflow alone restarted
+on the wanted one, and put back at the end. ``MODELYARD_CLUSTER_DOWN=1`` tears a reused cluster
+down at the end all the same (`make test` keeps the cluster between its two passes).
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "k8s" / "local"))
 
-from localcluster import binaries  # noqa: E402
+from localcluster import binaries, mlflowserver  # noqa: E402
 from localcluster import cluster as localcluster  # noqa: E402
 from localcluster import node as localnode  # noqa: E402
 
@@ -51,6 +57,23 @@ class Cluster:
     def mlflow_start(self) -> None:
         localcluster.start_mlflow()
 
+    # The postgres-s3 backend's stores: their outages, as the MLflow outage above.
+    def postgres_stop(self) -> None:
+        localcluster.stop_postgres()
+
+    def postgres_start(self) -> None:
+        localcluster.start_postgres()
+
+    def s3_stop(self) -> None:
+        localcluster.stop_s3()
+
+    def s3_start(self) -> None:
+        localcluster.start_s3()
+
+    @property
+    def mlflow_backend(self) -> str | None:
+        return localcluster.mlflow_backend()
+
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         """`kubectl logs`: the apiserver fetches it from the kubelet, as on any cluster."""
         res = self.kubectl("-n", namespace, "logs", pod, "-c", container, check=False)
@@ -62,17 +85,24 @@ def cluster() -> Iterator[Cluster]:
     from kubernetes import config
 
     already_up = all(localcluster.status().values())
+    backend_before = localcluster.mlflow_backend() if already_up else None
     info = localcluster.info() if already_up else localcluster.up()
     if already_up:  # `make images` may have rebuilt them since the cluster started
         localnode.load_images(info.state)
+    # A no-op when MLflow already runs on the wanted backend (as `up` starts it).
+    localcluster.switch_mlflow_backend(mlflowserver.configured_backend())
     kubectl = binaries.ensure_k8s()["kubectl"]
     c = Cluster(info.kubeconfig, info.host_ip, info.mlflow_uri, info.api_url, kubectl, info.state)
     c.api = config.new_client_from_config(str(info.kubeconfig))
     os.environ["KUBECONFIG"] = str(info.kubeconfig)
     os.environ["MLFLOW_TRACKING_URI"] = info.mlflow_uri
     yield c
-    if not already_up and not os.environ.get("MODELYARD_KEEP_CLUSTER"):
+    if os.environ.get("MODELYARD_KEEP_CLUSTER"):
+        return
+    if not already_up or os.environ.get("MODELYARD_CLUSTER_DOWN"):
         localcluster.down()
+    elif backend_before is not None:
+        localcluster.switch_mlflow_backend(backend_before)
 
 
 @pytest.fixture
@@ -174,6 +204,24 @@ class Operator:
         return self.log_path.read_text(errors="replace")
 
 
+@pytest.fixture
+def postgres_s3(cluster: Cluster) -> Cluster:
+    """The cluster, when its MLflow runs on postgres-s3 (`make test`'s second pass); else skip."""
+    if cluster.mlflow_backend != "postgres-s3":
+        pytest.skip("needs MODELYARD_MLFLOW_BACKEND=postgres-s3 (the second pass of `make test`)")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def s3_store(cluster: Cluster) -> Any:
+    """The local S3 store (versitygw) on the host address pods reach, started if the backend
+    has not already; its root keys, endpoint and the `datasets` bucket."""
+    from localcluster import stores
+
+    localcluster.start_s3()
+    return stores.s3_credentials(cluster.state)
+
+
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> list[Path]:
     """Install modelyard's CRDs (server-side apply) and wait until they are served."""
@@ -191,3 +239,17 @@ def operator(cluster: Cluster, crds: list[Path], tmp_path_factory: pytest.TempPa
     op.start()
     yield op
     op.stop()
+
+
+@pytest.fixture(scope="module")
+def secrets_allowed(operator: Operator) -> Iterator[Operator]:
+    """The session operator with Secrets in specs allowed (dataset.credentialsSecret), as the
+    chart's config.policy.secretRefs=ifAuthorized sets it, for one test module; then restored."""
+    previous = dict(operator.extra_env)
+    operator.stop()
+    operator.start(**{**previous, "MODELYARD_ALLOW_SECRET_REFS": "true"})
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        operator.start(**previous)

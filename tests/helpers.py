@@ -104,3 +104,12 @@ def mlflow_client(cluster: Any) -> mlflow.MlflowClient:
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=cluster.mlflow_uri, registry_uri=cluster.mlflow_uri)
+
+
+def version_artifact_location(client: mlflow.MlflowClient, name: str, version: str) -> str:
+    """Where a registered version's files are, as clients address them. MLflow 3 versions name
+    a logged model (``models:/m-...``) as their source; its artifact location is the URI."""
+    source = str(client.get_model_version(name, version).source)
+    if source.startswith("models:/m-"):
+        return str(client.get_logged_model(source.removeprefix("models:/")).artifact_location)
+    return source

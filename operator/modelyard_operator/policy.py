@@ -6,7 +6,8 @@ so a spec must not reach further than its author's own RBAC would let them go di
 - ``spec.image`` overrides must be one of the configured images or start with an allowed
   prefix (the pods would otherwise run any code, with any uid the image sets up);
 - TrainingRun volumes are limited to allowed types (no hostPath by default);
-- Secrets named in env (``valueFrom.secretKeyRef``) or in secret volumes are refused unless
+- Secrets named in env (``valueFrom.secretKeyRef``), in secret volumes or as a TrainingRun's
+  ``dataset.credentialsSecret`` (envFrom) are refused unless
   the setting allows them. The operator cannot tell who wrote a spec, so it cannot check the
   author's RBAC; with ``allow_secret_refs`` the chart's ValidatingAdmissionPolicy does that
   check at apply time (``authorizer``: the requesting user must be able to ``get`` each Secret).
@@ -84,6 +85,14 @@ def _env_secrets(spec: Mapping[str, Any], policy: Policy, path: str) -> list[Vio
     return found
 
 
+def _dataset_secret(spec: Mapping[str, Any], policy: Policy, path: str) -> list[Violation]:
+    name = (spec.get("dataset") or {}).get("credentialsSecret")
+    if policy.allow_secret_refs or name is None:
+        return []
+    return [Violation(f"{path}.dataset.credentialsSecret",
+                      f"Secret {name!r}: Secrets in specs are not allowed by the operator's policy")]
+
+
 def _volume_type(volume: Mapping[str, Any]) -> str:
     sources = [key for key in volume if key != "name"]
     return sources[0] if len(sources) == 1 else ",".join(sorted(sources)) or "<none>"
@@ -115,8 +124,8 @@ def _volumes(spec: Mapping[str, Any], policy: Policy, path: str) -> list[Violati
 def trainingrun_violations(spec: Mapping[str, Any], policy: Policy,
                            path: str = "spec") -> list[Violation]:
     """Every policy breach of a TrainingRun spec (or of a template of one, under ``path``)."""
-    return _image(spec, policy, path) + _volumes(spec, policy, path) + _env_secrets(
-        spec, policy, path)
+    return (_image(spec, policy, path) + _volumes(spec, policy, path) + _env_secrets(spec, policy, path)
+            + _dataset_secret(spec, policy, path))
 
 
 def modeldeployment_violations(spec: Mapping[str, Any], policy: Policy) -> list[Violation]:

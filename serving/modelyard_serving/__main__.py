@@ -6,14 +6,32 @@ the drift window and Prometheus counters whole instead of split across workers.
 
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
+
 import uvicorn
 
 from .app import create_app
 from .logging import configure_logging
 from .settings import ServingSettings
 
+# The runtime retries a failed model load itself, with capped backoff. MLflow's own per-request
+# retries (7, with minutes of backoff) would only hold a failing download (an artifact store
+# outage, say) for minutes before readiness can say why. Explicit settings still win.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def apply_mlflow_http_defaults(environ: MutableMapping[str, str]) -> None:
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        environ.setdefault(key, value)
+
 
 def main() -> None:
+    apply_mlflow_http_defaults(os.environ)
     settings = ServingSettings()
     configure_logging(settings.log_level)
     app = create_app(settings)

@@ -272,3 +272,85 @@ def test_bundled_mlflow_is_reached_by_service_name_and_the_operator_root_is_read
     training_pods = core.list_namespaced_pod(ns, label_selector="modelyard.io/trainingrun=iris").items
     env_of_job = {e.name: e.value for e in training_pods[0].spec.containers[0].env or []}
     assert env_of_job["MLFLOW_TRACKING_URI"] == mlflow_url, run["status"]
+
+
+@pytest.fixture
+def postgres_s3_release(cluster: Any, chart_namespace: str, crds: Any, s3_store: Any) -> Iterator[dict[str, Any]]:
+    """The chart's bundled MLflow on PostgreSQL (a database of its own in the harness's server,
+    URI in a Secret) with artifacts in an S3-compatible store (a bucket of its own in versitygw,
+    keys in a Secret): the production layout, on the local cluster."""
+    from localcluster import cluster as localcluster
+    from localcluster import stores
+    from pyarrow import fs
+
+    localcluster.start_postgres()
+    ns = chart_namespace
+    database = f"chart_{ns.replace('-', '_')}"
+    bucket = f"mlflow-{ns}"
+    fs.S3FileSystem(access_key=s3_store.access_key_id, secret_key=s3_store.secret_access_key,
+                    region=s3_store.region, endpoint_override=s3_store.endpoint,
+                    allow_bucket_creation=True).create_dir(bucket)
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-postgres"},
+                                       "stringData": {"uri": stores.create_database(cluster.state, database)}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-s3"}, "stringData": {
+        "AWS_ACCESS_KEY_ID": s3_store.access_key_id, "AWS_SECRET_ACCESS_KEY": s3_store.secret_access_key}})
+    name = f"my-{uuid.uuid4().hex[:6]}"
+    values = [
+        "mlflow.backend.type=postgres",
+        "mlflow.backend.postgres.existingSecret=mlflow-postgres",
+        "mlflow.artifacts.type=s3",
+        f"mlflow.artifacts.s3.bucket={bucket}",
+        f"mlflow.artifacts.s3.endpoint={s3_store.endpoint}",
+        f"mlflow.artifacts.s3.region={s3_store.region}",
+        "mlflow.artifacts.s3.existingSecret=mlflow-s3",
+        "mlflow.persistence.enabled=false",
+        "mlflow.workers=1",
+        "config.pollInterval=3",
+        f"config.namespaces={{{ns}}}",
+    ]
+    proc = chartlib.helm(
+        "install", name, str(chartlib.CHART), "--namespace", ns, "--skip-crds",
+        "--wait", "--timeout", "5m", *chartlib.values_args("defaults", values), env=helm_env(cluster),
+    )  # fmt: skip
+    assert proc.returncode == 0, f"helm install failed:\n{proc.stdout}\n{proc.stderr}"
+    try:
+        yield {"name": name, "namespace": ns, "mode": "postgres-s3", "bucket": bucket,
+               "bucket_dir": cluster.state / "s3" / "root" / bucket}
+    finally:
+        chartlib.helm("uninstall", name, "--namespace", ns, "--wait", env=helm_env(cluster))
+
+
+def test_chart_mlflow_on_postgres_and_s3_runs_the_full_flow(cluster: Any, postgres_s3_release: dict[str, Any]) -> None:
+    rel = postgres_s3_release
+    ns, name = rel["namespace"], rel["name"]
+    answer = train_serve_predict(cluster, ns)
+    assert answer["modelVersion"] == "1", answer
+
+    # The version's files are in the bucket, and clients only ever saw the server's proxy.
+    assert list(rel["bucket_dir"].rglob("MLmodel")), f"no model in bucket {rel['bucket']}"
+    core = client.CoreV1Api(cluster.api)
+    ip = core.read_namespaced_service(f"{name}-modelyard-mlflow", ns).spec.cluster_ip
+    import mlflow
+
+    from tests.helpers import version_artifact_location
+
+    mc = mlflow.MlflowClient(f"http://{ip}:5000")
+    assert version_artifact_location(mc, f"chart-{ns}", "1").startswith("mlflow-artifacts:/")
+
+    # Only the MLflow pod holds the store's keys; training and serving pods hold none.
+    by_component: dict[str, list[Any]] = {}
+    for pod in core.list_namespaced_pod(ns).items:
+        labels = pod.metadata.labels or {}
+        kind = labels.get("app.kubernetes.io/component") or (
+            "serving" if "modelyard.io/modeldeployment" in labels else "training"
+            if "modelyard.io/trainingrun" in labels else "other")
+        by_component.setdefault(kind, []).append(pod)
+    (mlflow_pod,) = by_component["mlflow"]
+    assert [ref.secret_ref.name for ref in mlflow_pod.spec.containers[0].env_from or []] == ["mlflow-s3"]
+    for kind in ("serving", "training", "operator"):
+        for pod in by_component.get(kind, []):
+            for ctr in pod.spec.containers:
+                assert not ctr.env_from, (kind, ctr.env_from)
+                assert not [e.name for e in ctr.env or [] if e.name.startswith("AWS_")], kind
+    assert by_component.get("serving") and by_component.get("training")

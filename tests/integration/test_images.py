@@ -38,10 +38,20 @@ def test_operator_image_imports_every_module(cluster, namespace):
 
 
 def test_mlflow_image_carries_the_production_drivers(cluster, namespace):
-    code = ("import mlflow, mlflow.server, psycopg2, boto3, azure.storage.blob, google.cloud.storage\n"
+    code = ("import mlflow, mlflow.server, psycopg, psycopg2, boto3, azure.storage.blob, google.cloud.storage\n"
             "print(mlflow.__version__)\n")
     phase, log = run_to_completion(cluster, namespace, "mlflow-drivers", "modelyard-mlflow:0.1.0", code)
     assert phase == "Succeeded", log
     from importlib.metadata import version
 
     assert log.strip().splitlines()[-1] == version("mlflow")
+
+
+def test_training_image_reads_dvc_and_s3(cluster, namespace):
+    # DVC on a read-only root filesystem: its site cache must land under /tmp (the image's env).
+    code = ("import os, dvc.api, dvc_s3, pyarrow.fs\n"
+            "from dvc.dirs import site_cache_dir\n"
+            "assert site_cache_dir().startswith('/tmp/'), site_cache_dir()\n"
+            "pyarrow.fs.S3FileSystem(region='us-east-1')\nprint('dvc ok')\n")
+    phase, log = run_to_completion(cluster, namespace, "training-dvc", "modelyard-training:0.1.0", code)
+    assert phase == "Succeeded" and "dvc ok" in log, log

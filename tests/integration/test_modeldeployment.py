@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client
 from mlflow.exceptions import MlflowException
 
-from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, wait_for
+from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, version_artifact_location, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -289,6 +289,7 @@ def test_alias_follow_polling_only(cluster: Any, namespace: str, operator: Any,
     assert max(latencies) < 3 + 3  # MODELYARD_POLL_INTERVAL=3 in the operator fixture
 
 
+@pytest.mark.mlflow_backend
 def test_alias_follow_with_webhook(cluster: Any, namespace: str, operator: Any,
                                    mlflow_webhook: str, record_property: Any) -> None:
     model, name = unique("iris"), "iris"
@@ -311,6 +312,12 @@ def test_alias_follow_with_webhook(cluster: Any, namespace: str, operator: Any,
     assert statistics.median(latencies) < 1.0
     md = wait_serving(cluster, namespace, name, v2)
     assert served_versions(cluster, namespace, name) == {v2}
+    # Serving pods fetch the model through MLflow's artifact proxy and hold no store keys.
+    assert version_artifact_location(mc, model, v2).startswith("mlflow-artifacts:/")
+    for pod in pods(cluster, namespace, name):
+        for ctr in pod.spec.containers:
+            assert not [e.name for e in ctr.env or [] if e.name.startswith("AWS_")], ctr.env
+            assert not ctr.env_from, ctr.env_from
     st = md["status"]
     assert (st["resolvedVersion"], st["previousVersion"]) == (v2, v1)
     assert st["lastPromotionTime"]

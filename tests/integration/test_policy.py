@@ -39,6 +39,8 @@ BREACHES: dict[str, tuple[dict[str, Any], str]] = {
     "image": ({"image": EVIL_IMAGE}, "spec.image"),
     "hostPath": ({"volumes": HOST_PATH, "volumeMounts": HOST_MOUNT}, "spec.volumes"),
     "secret env": ({"env": SECRET_ENV}, "spec.env"),
+    "dataset credentials": ({"dataset": {"uri": "s3://datasets/iris.csv", "target": "target",
+                                         "credentialsSecret": "s3-keys"}}, "spec.dataset.credentialsSecret"),
 }
 
 

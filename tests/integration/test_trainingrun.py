@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, wait_for
+from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, version_artifact_location, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +66,7 @@ def model_name(namespace: str, stem: str) -> str:
 
 # -- tests ---------------------------------------------------------------------------------
 
+@pytest.mark.mlflow_backend
 def test_iris_run_succeeds_and_registers_version_1(
     cluster: Any, namespace: str, operator: Any, record_property: Any,
 ) -> None:
@@ -103,6 +104,10 @@ def test_iris_run_succeeds_and_registers_version_1(
     assert version.tags["modelyard.io/trainingrun-uid"] == run["metadata"]["uid"]
     logged = mlf.get_run(status["runId"]).data.metrics
     assert logged["accuracy"] == pytest.approx(status["metrics"]["accuracy"])
+    # The pod uploaded through MLflow's artifact proxy: no store URI, no store keys in the pod.
+    assert version_artifact_location(mlf, model, "1").startswith("mlflow-artifacts:/")
+    (train_pod,) = pods_of(cluster, namespace, "iris")
+    assert not [e.name for e in train_pod.spec.containers[0].env or [] if e.name.startswith("AWS_")]
     assert mlf.get_run(status["runId"]).info.experiment_id == status["experimentId"]
 
     (job,) = jobs_of(cluster, namespace, "iris")

@@ -40,6 +40,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     return manifest
 
 
+DVC = {"repo": "https://git.example.invalid/data.git", "path": "x.csv", "rev": "v1"}
 INVALID = {
     "unknown estimator": (_with("estimator.type", "xgboost"), "spec.estimator.type"),
     "two dataset sources": (_with("dataset.uri", "http://example.invalid/x.csv"), "spec.dataset"),
@@ -54,6 +55,12 @@ INVALID = {
     "regression metric on a classifier": (_with("promotion", {**PROMOTION, "metric": "rmse"}),
                                           "spec.promotion.metric"),
     "testSize 1": (_with("dataset.testSize", 1), "spec.dataset.testSize"),
+    "uri and dvc": (_with("dataset", {"uri": "s3://d/x.csv", "dvc": DVC, "target": "label"}), "spec.dataset"),
+    "dvc without rev": (_with("dataset", {"dvc": {"repo": DVC["repo"], "path": "x.csv"}, "target": "label"}),
+                        "spec.dataset.dvc.rev"),
+    "s3 uri without a bucket": (_with("dataset", {"uri": "s3:///x.csv", "target": "label"}), "spec.dataset.uri"),
+    "credentialsSecret on a built-in": (_with("dataset.credentialsSecret", "s3"),
+                                        "spec.dataset.credentialsSecret"),
     "grid param with values and range": (_with("sweep", {**SWEEP, "space": {"C": {"values": [1], "min": 0.1,
                                                                                        "max": 1}}}),
                                          "spec.sweep.space.C"),

@@ -74,6 +74,7 @@ def test_builtin_datasets_agree() -> None:
     (("model",), config.ModelSpec, operator.ModelRef),
     (("estimator",), config.EstimatorSpec, operator.Estimator),
     (("dataset",), config.DatasetSpec, operator.Dataset),
+    (("dataset", "dvc"), config.DvcSource, operator.DvcSource),
     (("promotion",), config.PromotionSpec, operator.Promotion),
     (("promotion", "compareTo"), config.CompareTo, operator.CompareTo),
     (("sweep",), config.SweepSpec, operator.Sweep),
@@ -91,6 +92,13 @@ def test_spec_fields_agree(path: tuple[str, ...], training: type[BaseModel],
 @pytest.mark.parametrize("path", [("promotion", "stage"), ("promotion", "compareTo", "stage")])
 def test_registry_stages_agree(path: tuple[str, ...]) -> None:
     assert set(crd(*path)["enum"]) == set(typing.get_args(config.Stage)) == set(typing.get_args(operator.Stage))
+
+
+def test_dvc_fields_required_alike() -> None:
+    # The CRD requires repo, path and rev (a pinned revision makes the lineage exact); so do both images.
+    required = {name for name, info in config.DvcSource.model_fields.items() if info.is_required()}
+    assert set(crd("dataset", "dvc")["required"]) == required == {
+        name for name, info in operator.DvcSource.model_fields.items() if info.is_required()}
 
 
 def test_promotion_defaults_agree() -> None:

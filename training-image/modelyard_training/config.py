@@ -12,33 +12,29 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
-from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from .catalog import (
-    BUILTIN_TASKS,
     LOWER_IS_BETTER,
-    BuiltinDataset,
     EstimatorType,
     Task,
     metrics_for,
     task_of,
 )
+from .datasetspec import DatasetSpec, DvcSource, dataset_problems
+from .datasetspec import SpecBase as _Spec
 from .errors import InvalidConfig
+
+# The dataset part of the spec lives in datasetspec.py; importers keep using this module.
+__all__ = ["DatasetSpec", "DvcSource"]
 
 # MLflow's own alias rule (mlflow.utils.validation): word characters and dashes, at most 255;
 # "latest" and "v<digits>" are reserved (checked in PromotionSpec: pydantic regexes cannot
 # look ahead).
 ALIAS_PATTERN = r"^[\w\-]+$"
 _RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class ModelSpec(_Spec):
@@ -58,24 +54,6 @@ class EstimatorSpec(_Spec):
     @property
     def task(self) -> Task:
         return task_of(self.type)
-
-
-class DatasetSpec(_Spec):
-    builtin: BuiltinDataset | None = None
-    uri: str | None = Field(default=None, min_length=1)
-    format: Literal["csv", "parquet"] | None = None
-    target: str | None = Field(default=None, min_length=1)
-    features: list[str] | None = Field(default=None, min_length=1)
-    test_size: float = Field(default=0.2, gt=0, lt=1)
-    seed: int = 42
-
-    @property
-    def file_format(self) -> Literal["csv", "parquet"] | None:
-        """The explicit format, else the one the uri's suffix implies (None when it implies none)."""
-        if self.format is not None or self.uri is None:
-            return self.format
-        suffix = PurePosixPath(urlparse(self.uri).path).suffix.lower()
-        return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)  # type: ignore[return-value]
 
 
 Stage = Literal["Staging", "Production"]
@@ -237,7 +215,7 @@ def format_validation_error(exc: ValidationError) -> str:
 def _cross_field_problems(config: TrainingConfig) -> Iterator[tuple[str, str]]:
     """Rules that span fields (the CRD enforces most with CEL; a config may not come from it)."""
     spec = config.spec
-    yield from _dataset_problems(spec.dataset, spec.estimator.task)
+    yield from dataset_problems(spec.dataset, spec.estimator.task)
     allowed = metrics_for(spec.estimator.task)
     kind = "a classifier" if spec.estimator.task == "classification" else "a regressor"
     if spec.promotion is not None and spec.promotion.metric not in allowed:
@@ -256,27 +234,6 @@ def _cross_field_problems(config: TrainingConfig) -> Iterator[tuple[str, str]]:
             yield from _space_problems(f"spec.sweep.space.{name}", dim)
     elif config.mode in ("trial", "select"):
         yield "spec.sweep", f"is required in mode '{config.mode}'"
-
-
-def _dataset_problems(dataset: DatasetSpec, task: Task) -> Iterator[tuple[str, str]]:
-    if (dataset.builtin is None) == (dataset.uri is None):
-        yield "spec.dataset", "set exactly one of builtin or uri"
-        return
-    if dataset.builtin is not None:
-        if dataset.target not in (None, "target"):
-            yield "spec.dataset.target", "built-in datasets name their target column 'target'; leave it unset"
-        # A regressor can fit class labels as numbers, but a classifier cannot fit a continuous target.
-        if task == "classification" and BUILTIN_TASKS[dataset.builtin] == "regression":
-            yield "spec.estimator.type", f"built-in '{dataset.builtin}' has a continuous target; use a regressor"
-        return
-    assert dataset.uri is not None
-    if dataset.target is None:
-        yield "spec.dataset.target", "is required when uri is set"
-    scheme = urlparse(dataset.uri).scheme.lower()
-    if scheme not in ("http", "https", "file") and not dataset.uri.startswith("/"):
-        yield "spec.dataset.uri", "must be http(s)://, file:// or an absolute path on a mounted volume"
-    if dataset.file_format is None:
-        yield "spec.dataset.format", "cannot be inferred from the uri (not .csv or .parquet); set csv or parquet"
 
 
 def _space_problems(path: str, dim: ParamSpace) -> Iterator[tuple[str, str]]:

@@ -1,4 +1,5 @@
-"""Load the training data: a scikit-learn built-in, or CSV/Parquet over http(s) or from a volume.
+"""Load the training data: a scikit-learn built-in, or CSV/Parquet over http(s), from a volume,
+from S3 or through DVC (fetching is in sources.py).
 
 Every failure here is DatasetUnavailable (exit 3): a missing file, an unreachable URL or a table
 that cannot train this model will not get better on retry.
@@ -7,12 +8,7 @@ that cannot train this model will not get better on retry.
 from __future__ import annotations
 
 import io
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse, urlunparse
-from urllib.request import url2pathname
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,10 +20,10 @@ from sklearn.utils.multiclass import type_of_target
 from .catalog import Task
 from .config import DatasetSpec
 from .errors import DatasetUnavailable
+from .sources import Fetched, fetch_dvc, fetch_uri
 
 BUILTIN_TARGET = "target"
 HTTP_TIMEOUT_SECONDS = 60.0
-_USER_AGENT = "modelyard-training"
 
 
 @dataclass(frozen=True)
@@ -39,6 +35,8 @@ class LoadedDataset:
     target: str
     source: str
     name: str
+    # Where exactly the rows came from (md5, DVC commit), logged with the dataset to MLflow.
+    lineage: dict[str, str] = field(default_factory=dict)
 
     @property
     def x(self) -> pd.DataFrame:
@@ -61,11 +59,15 @@ def load_dataset(spec: DatasetSpec, task: Task, *, timeout: float = HTTP_TIMEOUT
     if spec.builtin is not None:
         raw = getattr(sk_datasets, f"load_{spec.builtin}")(as_frame=True).frame
         return _prepare(raw, spec, task, BUILTIN_TARGET, f"sklearn.datasets.load_{spec.builtin}", spec.builtin)
-    assert spec.uri is not None and spec.target is not None  # config validation guarantees both
-    source = redact_uri(spec.uri)
-    raw = _parse(_read_bytes(spec.uri, timeout), spec.file_format or "csv", source)
-    name = PurePosixPath(urlparse(spec.uri).path).stem or "dataset"
-    return _prepare(raw, spec, task, spec.target, source, name)
+    assert spec.target is not None  # config validation requires it with uri and dvc
+    fetched: Fetched
+    if spec.dvc is not None:
+        fetched = fetch_dvc(spec.dvc, spec.endpoint)
+    else:
+        assert spec.uri is not None  # exactly one source: config validation
+        fetched = fetch_uri(spec.uri, timeout, spec.endpoint)
+    raw = _parse(fetched.data, spec.file_format or "csv", fetched.source)
+    return _prepare(raw, spec, task, spec.target, fetched.source, fetched.name, fetched.lineage)
 
 
 def split(dataset: LoadedDataset, test_size: float, seed: int, task: Task) -> Split:
@@ -84,53 +86,17 @@ def split(dataset: LoadedDataset, test_size: float, seed: int, task: Task) -> Sp
     return Split(x_train, x_test, np.asarray(y_train), np.asarray(y_test))
 
 
-def redact_uri(uri: str) -> str:
-    """Drop credentials and query strings (presigned URLs) before a URI is logged or shown."""
-    parsed = urlparse(uri)
-    if not parsed.scheme or parsed.scheme == "file":
-        return uri
-    netloc = parsed.hostname or ""
-    if parsed.port is not None:
-        netloc = f"{netloc}:{parsed.port}"
-    return urlunparse((parsed.scheme, netloc, parsed.path, "", "", ""))
-
-
-def _read_bytes(uri: str, timeout: float) -> bytes:
-    scheme = urlparse(uri).scheme.lower()
-    shown = redact_uri(uri)
-    if scheme in ("http", "https"):
-        request = urllib.request.Request(uri, headers={"User-Agent": _USER_AGENT})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                data: bytes = response.read()
-                return data
-        except urllib.error.HTTPError as exc:
-            raise DatasetUnavailable(f"spec.dataset.uri: GET {shown} returned HTTP {exc.code} {exc.reason}") from exc
-        except urllib.error.URLError as exc:
-            raise DatasetUnavailable(f"spec.dataset.uri: cannot reach {shown}: {exc.reason}") from exc
-        except TimeoutError as exc:
-            raise DatasetUnavailable(f"spec.dataset.uri: {shown} timed out after {timeout:g}s") from exc
-        except OSError as exc:
-            raise DatasetUnavailable(f"spec.dataset.uri: reading {shown} failed: {exc}") from exc
-    path = Path(url2pathname(urlparse(uri).path)) if scheme == "file" else Path(uri)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DatasetUnavailable(f"spec.dataset.uri: {path} does not exist (is its volume mounted?)") from exc
-    except OSError as exc:
-        raise DatasetUnavailable(f"spec.dataset.uri: cannot read {path}: {exc.strerror or exc}") from exc
-
-
 def _parse(data: bytes, file_format: str, shown: str) -> pd.DataFrame:
     try:
         if file_format == "parquet":
             return pd.read_parquet(io.BytesIO(data))
         return pd.read_csv(io.BytesIO(data))
     except Exception as exc:  # pandas/pyarrow raise many unrelated types for a malformed file
-        raise DatasetUnavailable(f"spec.dataset.uri: cannot parse {shown} as {file_format}: {exc}") from exc
+        raise DatasetUnavailable(f"spec.dataset: cannot parse {shown} as {file_format}: {exc}") from exc
 
 
-def _prepare(raw: pd.DataFrame, spec: DatasetSpec, task: Task, target: str, source: str, name: str) -> LoadedDataset:
+def _prepare(raw: pd.DataFrame, spec: DatasetSpec, task: Task, target: str, source: str, name: str,
+             lineage: dict[str, str] | None = None) -> LoadedDataset:
     columns = [str(c) for c in raw.columns]
     raw.columns = pd.Index(columns)
     if target not in columns:
@@ -158,7 +124,8 @@ def _prepare(raw: pd.DataFrame, spec: DatasetSpec, task: Task, target: str, sour
     if len(frame) < 4:
         raise DatasetUnavailable(f"dataset has {len(frame)} rows; at least 4 are needed to train and test")
     _check_target(frame[target], target, task)
-    return LoadedDataset(frame=frame, features=features, target=target, source=source, name=name)
+    return LoadedDataset(frame=frame, features=features, target=target, source=source, name=name,
+                         lineage=dict(lineage or {}))
 
 
 def _check_target(y: pd.Series, target: str, task: Task) -> None:

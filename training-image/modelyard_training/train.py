@@ -254,13 +254,15 @@ def _loggable_params(spec: TrainingRunSpec, hyperparameters: Mapping[str, Any], 
 
 
 def _log_dataset(data: LoadedDataset) -> None:
+    """The dataset input of the run: MLflow's digest of the rows, plus the file's md5 and, for
+    DVC, the commit and remote, so a model version's lineage names its exact data."""
     with warnings.catch_warnings():
         # A plain path or "sklearn.datasets.load_x" resolves as a local source with a warning
         # about ambiguity; recording the string is all that is wanted.
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(data.frame, source=data.source, targets=data.target, name=data.name)
         # Schema inference for the (integer) target column hints about missing values; harmless.
-        mlflow.log_input(dataset, context="training")
+        mlflow.log_input(dataset, context="training", tags=data.lineage or None)
 
 
 def _log_model(estimator: Any, x_frame: Any, x_array: np.ndarray, profile: dict[str, Any]) -> str:

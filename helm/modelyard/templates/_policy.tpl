@@ -1,6 +1,7 @@
 {{/*
 CEL validations of one spec (a TrainingRun's, a ModelDeployment's or a retraining template):
-image, volume types (with "volumes"), and Secrets in env and volumes. Call with a dict:
+image, volume types (with "volumes"), and Secrets in env, volumes and (TrainingRun-shaped specs,
+with "volumes") dataset.credentialsSecret. Call with a dict:
 guard (CEL: when the check applies), spec (CEL path of the spec), field (its path in
 messages), volumes (bool), ifAuthorized (bool), p (.Values.config.policy), root ($).
 A false guard makes "!(guard) || ..." true, whatever the rest would evaluate to.
@@ -27,6 +28,9 @@ A false guard makes "!(guard) || ..." true, whatever the rest would evaluate to.
 - expression: {{ printf "%s || !has(%s.volumes) || %s.volumes.all(v, (!has(v.secret) || %s) && (!has(v.projected) || !has(v.projected.sources) || v.projected.sources.all(x, !has(x.secret) || %s)))" $g $s $s (printf $canGet "v.secret.secretName") (printf $canGet "x.secret.name") | quote }}
   message: {{ printf "%s.volumes: a secret volume names a Secret you may not get" .field | quote }}
   reason: Forbidden
+- expression: {{ printf "%s || !has(%s.dataset) || !has(%s.dataset.credentialsSecret) || %s" $g $s $s (printf $canGet (printf "%s.dataset.credentialsSecret" $s)) | quote }}
+  message: {{ printf "%s.dataset.credentialsSecret: names a Secret you may not get" .field | quote }}
+  reason: Forbidden
 {{- end }}
 {{- else }}
 - expression: {{ printf "%s || !has(%s.env) || %s.env.all(e, !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef))" $g $s $s | quote }}
@@ -35,6 +39,9 @@ A false guard makes "!(guard) || ..." true, whatever the rest would evaluate to.
 {{- if .volumes }}
 - expression: {{ printf "%s || !has(%s.volumes) || %s.volumes.all(v, !has(v.secret) && (!has(v.projected) || !has(v.projected.sources) || v.projected.sources.all(x, !has(x.secret))))" $g $s $s | quote }}
   message: {{ printf "%s.volumes: volumes from Secrets are not allowed by the modelyard policy (config.policy.secretRefs=deny)" .field | quote }}
+  reason: Forbidden
+- expression: {{ printf "%s || !has(%s.dataset) || !has(%s.dataset.credentialsSecret)" $g $s $s | quote }}
+  message: {{ printf "%s.dataset.credentialsSecret: Secrets in specs are not allowed by the modelyard policy (config.policy.secretRefs=deny)" .field | quote }}
   reason: Forbidden
 {{- end }}
 {{- end }}

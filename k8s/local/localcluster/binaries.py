@@ -5,7 +5,8 @@ Lookup order (first hit wins, per binary):
 2. the cache ``$MODELYARD_CACHE_DIR`` (default ``~/.cache/modelyard``) under ``k8s-<version>/``;
 3. the official release download (dl.k8s.io / the etcd GitHub release), for machines online;
 4. a build from Go modules through the pinned wrapper module in ``k8s/local/gomod``.
-Only missing binaries are fetched or built.
+Only missing binaries are fetched or built. The add-ons (``gomod-addons``), helm (``gomod-helm``)
+and versitygw (``gomod-s3``) have no release download here: the cache, else a build.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -45,6 +47,11 @@ ADDON_PACKAGES = {
     "coredns": "modelyard.io/localaddons/coredns",
     "kwok": "sigs.k8s.io/kwok/cmd/kwok",
 }
+# The S3-compatible object store behind the production-like MLflow (postgres-s3), from its own
+# wrapper module k8s/local/gomod-s3: its AWS SDK and HTTP stack would otherwise move the
+# add-ons' shared dependencies (and with them the add-ons' cache key).
+VERSITYGW_VERSION = "1.8.0"
+VERSITYGW_PACKAGE = "github.com/versity/versitygw/cmd/versitygw"
 
 
 @dataclass
@@ -71,11 +78,18 @@ def helm_cache_dir() -> Path:
     return cache_root() / f"helm-v{HELM_VERSION}"
 
 
+def _module_digest(module: Path) -> str:
+    return hashlib.sha256(b"".join(f.read_bytes() for f in sorted(module.rglob("*")) if f.is_file())).hexdigest()[:12]
+
+
 def addons_cache_dir() -> Path:
     # keyed by the wrapper module's content too: CoreDNS's plugin set lives in its main.go
-    module = LOCAL_DIR / "gomod-addons"
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(module.rglob("*")) if f.is_file()))
-    return cache_root() / f"addons-coredns-v{COREDNS_VERSION}-kwok-v{KWOK_VERSION}-{digest.hexdigest()[:12]}"
+    digest = _module_digest(LOCAL_DIR / "gomod-addons")
+    return cache_root() / f"addons-coredns-v{COREDNS_VERSION}-kwok-v{KWOK_VERSION}-{digest}"
+
+
+def s3_cache_dir() -> Path:
+    return cache_root() / f"versitygw-v{VERSITYGW_VERSION}-{_module_digest(LOCAL_DIR / 'gomod-s3')}"
 
 
 def _log(msg: str) -> None:
@@ -139,20 +153,32 @@ def _helm_ldflags() -> str:
     return " ".join(flags)
 
 
+def _versitygw_ldflags() -> str:
+    """The release tag, as versitygw's own Makefile stamps it (`versitygw --version`)."""
+    return f"-X main.Version=v{VERSITYGW_VERSION}"
+
+
 def _go_build(module_dir: Path, packages: dict[str, str], out_dir: Path) -> None:
     """One `go build` for all missing packages, so shared dependencies compile once."""
     if not shutil.which("go"):
         raise RuntimeError("Go toolchain not found: install Go >= 1.25 to build the binaries")
     tmp = out_dir / ".build"
     tmp.mkdir(parents=True, exist_ok=True)
-    stamp = _helm_ldflags() if HELM_PACKAGE in packages.values() else _version_ldflags()
+    if HELM_PACKAGE in packages.values():
+        stamp = _helm_ldflags()
+    elif VERSITYGW_PACKAGE in packages.values():
+        stamp = _versitygw_ldflags()
+    else:
+        stamp = _version_ldflags()
     cmd = ["go", "build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(tmp) + "/",
            *packages.values()]
     _log(f"go build {' '.join(packages)} (cold builds take several minutes) ...")
     env = {**os.environ, "CGO_ENABLED": "0"}
     subprocess.run(cmd, cwd=module_dir, env=env, check=True)
     for name, pkg in packages.items():
-        built_name = pkg.rstrip("/").split("/")[-2] if pkg.split("/")[-1].startswith("v") else pkg.split("/")[-1]
+        # go names the binary after the last path element, skipping a major-version suffix (/v3)
+        parts = pkg.rstrip("/").split("/")
+        built_name = parts[-2] if re.fullmatch(r"v\d+", parts[-1]) else parts[-1]
         (tmp / built_name).rename(out_dir / name)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -200,6 +226,13 @@ def ensure_addons() -> dict[str, Path]:
     return {name: o.path for name, o in found.items()}
 
 
+def ensure_s3() -> Path:
+    """versitygw, the S3-compatible server of the postgres-s3 MLflow backend."""
+    found = _ensure({"versitygw": VERSITYGW_PACKAGE}, s3_cache_dir(), LOCAL_DIR / "gomod-s3", downloadable=False)
+    _summary(found)
+    return found["versitygw"].path
+
+
 def _summary(found: dict[str, Obtained]) -> None:
     for o in found.values():
         extra = f", {o.seconds:.0f}s" if o.seconds else ""
@@ -210,6 +243,7 @@ def main() -> None:
     ensure_k8s()
     ensure_addons()
     ensure_helm()
+    ensure_s3()
 
 
 if __name__ == "__main__":

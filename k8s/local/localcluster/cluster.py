@@ -10,19 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import binaries, network, node, procs
+from . import binaries, mlflowserver, network, node, procs, stores
 from .pki import PKI
 
 REPO = Path(__file__).resolve().parents[3]
 ETCD_PORT = procs.env_port("ETCD", 2379)
 API_PORT = procs.env_port("API", 6443)
-MLFLOW_PORT = procs.env_port("MLFLOW", 5000)
+MLFLOW_PORT = mlflowserver.MLFLOW_PORT
 CM_PORT = procs.env_port("CM", 10257)
 SCHEDULER_PORT = procs.env_port("SCHEDULER", 10259)
 SERVICE_CIDR = "10.96.0.0/16"
@@ -157,7 +156,7 @@ def up() -> ClusterInfo:
     _log(f"ready in {time.monotonic() - started:.1f}s")
     _log(f"kubeconfig: {kubeconfig}   (export KUBECONFIG={kubeconfig})")
     _log(f"apiserver:  {api_url}")
-    _log(f"mlflow:     {cluster.mlflow_uri}")
+    _log(f"mlflow:     {cluster.mlflow_uri} ({mlflowserver.running_backend(state)} backend)")
     _log(f"kubectl:    {bins['kubectl']}")
     return cluster
 
@@ -183,75 +182,60 @@ def _wait_nodes_ready(kubeconfig: Path, logs: Path) -> None:
 
 
 def start_mlflow(wait: bool = True) -> None:
-    state = state_dir()
-    host = network.host_ip()
-    mlflow_dir = state / "mlflow"
-    (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
-    key_file = state / "mlflow-webhook.key"
-    if not key_file.exists():
-        from cryptography.fernet import Fernet
-
-        key_file.write_bytes(Fernet.generate_key())
-    db = mlflow_dir / "mlflow.db"
-    if not db.exists():
-        shutil.copyfile(_mlflow_db_template(), db)
-    if not procs.running("mlflow", state):
-        mlflow_bin = Path(sys.executable).parent / "mlflow"
-        procs.start("mlflow", [
-            str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-            "--artifacts-destination", str(mlflow_dir / "artifacts"), "--serve-artifacts",
-            "--host", host, "--port", str(MLFLOW_PORT), "--workers", "1",
-        ], state, env={
-            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key_file.read_text().strip(),
-            # The operator's receiver is plain http on the pod bridge (a private address),
-            # which MLflow refuses by default; and webhook lists are cached for 60 s.
-            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-        })
-    if wait:
-        _wait("mlflow", lambda: _http_ok(f"http://{host}:{MLFLOW_PORT}/health"), 90, state / "logs" / "mlflow.log")
-
-
-def _mlflow_db_template() -> Path:
-    """An empty, fully migrated MLflow database, made once per MLflow version and cached.
-
-    Creating the schema runs every alembic migration, which is most of a cold server start.
-    """
-    from importlib.metadata import version
-
-    template = binaries.cache_root() / f"mlflow-{version('mlflow')}-empty.db"
-    if not template.exists():
-        template.parent.mkdir(parents=True, exist_ok=True)
-        tmp = template.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        code = ("from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as S; "
-                f"S('sqlite:///{tmp}', '/tmp/unused-artifacts')")
-        import subprocess
-
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-        tmp.rename(template)
-    return template
+    """MLflow on the backend MODELYARD_MLFLOW_BACKEND names (mlflowserver.py)."""
+    mlflowserver.start_mlflow(state_dir(), wait=wait)
 
 
 def stop_mlflow() -> None:
-    procs.stop("mlflow", state_dir())
+    mlflowserver.stop_mlflow(state_dir())
+
+
+def switch_mlflow_backend(backend: str) -> None:
+    mlflowserver.switch_backend(state_dir(), backend)
+
+
+def mlflow_backend() -> str | None:
+    return mlflowserver.running_backend(state_dir())
+
+
+# Outages of the postgres-s3 backend's stores, for tests (MLflow itself keeps running).
+def stop_postgres() -> None:
+    stores.stop_postgres(state_dir())
+
+
+def start_postgres() -> None:
+    stores.start_postgres(state_dir())
+
+
+def stop_s3() -> None:
+    stores.stop_s3(state_dir())
+
+
+def start_s3() -> None:
+    stores.start_s3(state_dir())
 
 
 def down(purge: bool = True) -> None:
     state = state_dir()
     procs.stop("mlflow", state)
+    mlflowserver.stop_stores(state)
+    (state / "mlflow-backend").unlink(missing_ok=True)
     node.stop(state)
     for name in CONTROL_PLANE:
         procs.stop(name, state)
     node.teardown_host(state)
     if purge:
-        for sub in ("etcd", "mlflow", "pids"):
+        for sub in ("etcd", "mlflow", "postgres", "s3", "pids"):
             shutil.rmtree(state / sub, ignore_errors=True)
     network.teardown_bridge()
     _log("stopped")
 
 
 def status() -> dict[str, bool]:
+    """Whether each process of the cluster runs; the stores count only under postgres-s3."""
     state = state_dir()
-    return {name: procs.running(name, state) for name in [*COMPONENTS, "mlflow"]}
+    names = [*COMPONENTS, "mlflow"]
+    marker = state / "mlflow-backend"
+    if marker.exists() and marker.read_text().strip() == "postgres-s3":
+        names += ["postgres", "s3"]
+    return {name: procs.running(name, state) for name in names}

@@ -21,8 +21,9 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def host_ip() -> str:
-    """The address host services bind and pods reach."""
-    return BRIDGE_IP
+    """The address host services bind and pods reach. ``MODELYARD_HOST_IP`` moves the services
+    that can run without the cluster (MLflow and its stores) elsewhere, e.g. to loopback."""
+    return os.environ.get("MODELYARD_HOST_IP") or BRIDGE_IP
 
 
 def bridge_exists() -> bool:

@@ -15,12 +15,16 @@ def env_port(name: str, default: int) -> int:
     return int(os.environ.get(f"MODELYARD_{name}_PORT", str(default)))
 
 
-def start(name: str, argv: list[str], state: Path, env: dict[str, str] | None = None) -> int:
+def start(name: str, argv: list[str], state: Path, env: dict[str, str] | None = None,
+          user: str | None = None) -> int:
+    """Start ``argv`` in its own session, logging to ``<state>/logs/<name>.log``; ``user`` runs
+    it under another account (PostgreSQL refuses to run as root)."""
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     out = (logs / f"{name}.log").open("ab")
+    # Another account may not be able to enter the caller's working directory (e.g. /root).
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, user=user, cwd=state if user else None)
     (state / "pids").mkdir(exist_ok=True)
     (state / "pids" / name).write_text(str(proc.pid))
     return proc.pid
@@ -42,11 +46,11 @@ def running(name: str, state: Path) -> bool:
     return pid_of(name, state) is not None
 
 
-def stop(name: str, state: Path, grace: float = 10) -> None:
+def stop(name: str, state: Path, grace: float = 10, sig: signal.Signals = signal.SIGTERM) -> None:
     pid = pid_of(name, state)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             try:

@@ -85,12 +85,19 @@ def _container(run: TrainingRun, mode: Mode, settings: Settings) -> dict[str, An
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
     }
+    env_from = []
     if settings.mlflow_credentials_secret:
         # Credentials stay in the Secret; optional so a missing Secret fails in MLflow with a
         # clear auth error rather than leaving the pod stuck in CreateContainerConfigError.
-        container["envFrom"] = [
-            {"secretRef": {"name": settings.mlflow_credentials_secret, "optional": True}}
-        ]
+        env_from.append({"secretRef": {"name": settings.mlflow_credentials_secret, "optional": True}})
+    if run.spec.dataset.credentials_secret:
+        # The dataset's object-store keys (AWS_*), for this container alone: training reads the
+        # data, while MLflow artifacts go through the server's proxy with no keys at all. Listed
+        # last, so its keys win a clash. Optional for the same reason: without the Secret the
+        # store refuses the read and the run fails with DatasetUnavailable, naming the object.
+        env_from.append({"secretRef": {"name": run.spec.dataset.credentials_secret, "optional": True}})
+    if env_from:
+        container["envFrom"] = env_from
     container["volumeMounts"] = with_tmp(run.spec.volumes, run.spec.volume_mounts)[1]
     return container
 

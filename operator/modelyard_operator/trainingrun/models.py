@@ -64,17 +64,28 @@ class Estimator(_Spec):
         return self
 
 
+class DvcSource(_Spec):
+    repo: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    rev: str = Field(min_length=1)
+    remote: str | None = None
+
+
 class Dataset(_Spec):
     builtin: str | None = None
     uri: str | None = None
+    dvc: DvcSource | None = None
     target: str | None = None
+    # A Secret whose keys (AWS_*) reach the training container through envFrom.
+    credentials_secret: str | None = Field(default=None, min_length=1, alias="credentialsSecret")
+    endpoint: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Dataset:
-        if (self.builtin is None) == (self.uri is None):
-            raise ValueError("set exactly one of builtin or uri")
-        if self.uri is not None and not self.target:
-            raise ValueError("target: required with uri")
+        if sum(source is not None for source in (self.builtin, self.uri, self.dvc)) != 1:
+            raise ValueError("set exactly one of builtin, uri or dvc")
+        if (self.uri is not None or self.dvc is not None) and not self.target:
+            raise ValueError(f"target: required with {'uri' if self.uri is not None else 'dvc'}")
         return self
 
 

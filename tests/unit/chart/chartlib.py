@@ -32,6 +32,8 @@ VALUE_SETS: dict[str, list[str]] = {
     "namespaced": ["namespaced.yaml"],
     "mlflow-external": ["mlflow-external.yaml"],
     "mlflow-postgres": ["mlflow-postgres.yaml"],
+    "mlflow-postgres-s3": ["mlflow-postgres-s3.yaml"],
+    "mlflow-gcs": ["mlflow-gcs.yaml"],
     "monitoring": ["monitoring.yaml"],
     "minimal": ["minimal.yaml"],
     "gpu-custom": ["gpu-custom.yaml"],

@@ -51,8 +51,10 @@ def test_operator_settings_follow_the_same_values() -> None:
 def test_every_validation_names_its_field() -> None:
     validations = policy()["spec"]["validations"]
     fields = {v["message"].split(":")[0] for v in validations}
-    assert fields == {"spec.image", "spec.volumes", "spec.env", "spec.retrain.trainingRunTemplate.image",
-                      "spec.retrain.trainingRunTemplate.volumes", "spec.retrain.trainingRunTemplate.env"}
+    assert fields == {"spec.image", "spec.volumes", "spec.env", "spec.dataset.credentialsSecret",
+                      "spec.retrain.trainingRunTemplate.image", "spec.retrain.trainingRunTemplate.volumes",
+                      "spec.retrain.trainingRunTemplate.env",
+                      "spec.retrain.trainingRunTemplate.dataset.credentialsSecret"}
     for validation in validations:
         assert validation["reason"] == "Forbidden"
         if "messageExpression" in validation:
@@ -74,10 +76,12 @@ def test_metadata_updates_and_the_operator_itself_are_not_checked() -> None:
 def test_secret_refs_denied_by_default_and_checked_against_the_user_if_authorized() -> None:
     denied = " ".join(v["expression"] for v in policy()["spec"]["validations"])
     assert "authorizer" not in denied and "!has(e.valueFrom.secretKeyRef)" in denied
+    assert "!has(object.spec.dataset.credentialsSecret)" in denied
     objects = render(set_values=["config.policy.secretRefs=ifAuthorized"])
     authorized = [v["expression"] for v in one(objects, VAP)["spec"]["validations"]]
     secret_checks = [e for e in authorized if "secret" in e.lower()]
-    assert len(secret_checks) == 5  # env of runs, MDs and templates; volumes of runs and templates
+    # env of runs, MDs and templates; volumes and dataset.credentialsSecret of runs and templates
+    assert len(secret_checks) == 7
     for expression in secret_checks:
         assert "resource('secrets').namespace(request.namespace)" in expression
         assert "check('get').allowed()" in expression

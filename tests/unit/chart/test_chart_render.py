@@ -288,6 +288,51 @@ def test_bundled_mlflow_on_postgres_reads_the_uri_from_a_secret() -> None:
     assert "mlflow.example.com" in next(a for a in ctr["args"] if a.startswith("--allowed-hosts="))
 
 
+def test_bundled_mlflow_on_postgres_and_an_s3_compatible_store() -> None:
+    objects = render("mlflow-postgres-s3")
+    ctr = container(one(objects, "Deployment", "mlflow"))
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in ctr["args"]
+    assert "--artifacts-destination=s3://mlflow/artifacts" in ctr["args"] and "--serve-artifacts" in ctr["args"]
+    env = {e["name"]: e for e in ctr["env"]}
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://objects.storage.svc:7070"
+    assert env["AWS_DEFAULT_REGION"]["value"] == "us-east-1"
+    assert ctr["envFrom"] == [{"secretRef": {"name": "mlflow-s3"}}]
+    # The keys stay with MLflow: the operator (and the pods it makes) get none.
+    operator = container(one(objects, "Deployment", "operator"))
+    assert "envFrom" not in operator and not [n for n in env_of(one(objects, "Deployment", "operator"))
+                                               if n.startswith("AWS_")]
+    assert not of_kind(objects, "PersistentVolumeClaim")
+
+
+@pytest.mark.parametrize(("set_values", "destination", "secret"), [
+    (["mlflow.artifacts.type=azure", "mlflow.artifacts.azure.account=acme", "mlflow.artifacts.azure.container=ml",
+      "mlflow.artifacts.azure.existingSecret=mlflow-azure"],
+     "wasbs://ml@acme.blob.core.windows.net/artifacts", "mlflow-azure"),
+    (["mlflow.artifacts.type=s3", "mlflow.artifacts.s3.bucket=models", "mlflow.artifacts.s3.prefix=team/a/"],
+     "s3://models/team/a", None),
+    (["mlflow.artifacts.type=s3", "mlflow.artifacts.s3.bucket=models", "mlflow.artifacts.destination=s3://x/y"],
+     "s3://x/y", None),
+])
+def test_artifact_destination_follows_the_store_type(set_values: list[str], destination: str,
+                                                     secret: str | None) -> None:
+    ctr = container(one(render(set_values=set_values), "Deployment", "mlflow"))
+    assert f"--artifacts-destination={destination}" in ctr["args"]
+    assert ctr.get("envFrom") == ([{"secretRef": {"name": secret}}] if secret else None)
+    assert "MLFLOW_S3_ENDPOINT_URL" not in {e["name"] for e in ctr["env"]}
+
+
+def test_bundled_mlflow_on_gcs_mounts_the_service_account_key() -> None:
+    deployment = one(render("mlflow-gcs"), "Deployment", "mlflow")
+    ctr = container(deployment)
+    assert "--artifacts-destination=gs://acme-mlflow/prod/artifacts" in ctr["args"]
+    env = {e["name"]: e for e in ctr["env"]}
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/etc/mlflow/gcs/sa.json"
+    assert {"name": "gcs-key", "mountPath": "/etc/mlflow/gcs", "readOnly": True} in ctr["volumeMounts"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["gcs-key"]["secret"] == {"secretName": "mlflow-gcs",
+                                            "items": [{"key": "sa.json", "path": "sa.json"}]}
+
+
 def test_webhook_register_modes() -> None:
     def register(*set_values: str) -> str:
         env = env_of(one(render(set_values=list(set_values)), "Deployment", "operator"))

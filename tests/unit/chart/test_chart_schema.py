@@ -23,6 +23,8 @@ from chartlib import CHART, render, render_error
         (["operator.ports.metrics=70000"], "at '/operator/ports/metrics'"),
         (["config.webhook.register=sometimes"], "value must be one of 'auto', 'always', 'never'"),
         (["mlflow.backend.type=mysql"], "value must be one of 'sqlite', 'postgres'"),
+        (["mlflow.artifacts.type=ftp"], "value must be one of 'local', 's3', 'azure', 'gcs'"),
+        (["mlflow.artifacts.s3.endpoint=objects:7070"], "at '/mlflow/artifacts/s3/endpoint'"),
         (["config.namespaces={Team_A}"], "at '/config/namespaces/0'"),
         (["config.mlflow.trackingUri=mlflow:5000"], "at '/config/mlflow/trackingUri'"),
         (["monitoring.serviceMonitor.interval=30"], "at '/monitoring/serviceMonitor/interval'"),
@@ -45,6 +47,18 @@ def test_schema_rejects_with_a_readable_message(set_values: list[str], message: 
         (
             ["mlflow.backend.type=postgres"],
             "mlflow.backend.postgres.existingSecret is required when mlflow.backend.type is postgres",
+        ),
+        (
+            ["mlflow.artifacts.type=s3"],
+            "mlflow.artifacts.s3.bucket is required when mlflow.artifacts.type is s3",
+        ),
+        (
+            ["mlflow.artifacts.type=azure", "mlflow.artifacts.azure.account=acme"],
+            "mlflow.artifacts.azure.container is required when mlflow.artifacts.type is azure",
+        ),
+        (
+            ["mlflow.artifacts.type=gcs"],
+            "mlflow.artifacts.gcs.bucket is required when mlflow.artifacts.type is gcs",
         ),
         (
             ["serviceAccount.create=false"],

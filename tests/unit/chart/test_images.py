@@ -60,7 +60,8 @@ def test_mlflow_image_runs_the_tested_mlflow() -> None:
                        if "==" in line and not line.startswith("#"))
     assert pins["mlflow"][0] == constraints["mlflow"].strip()
     assert all(hashes for _, hashes in pins.values())
-    for driver in ("psycopg2-binary", "boto3", "azure-storage-blob", "google-cloud-storage"):
+    for driver in ("psycopg", "psycopg-binary", "psycopg2-binary", "boto3", "azure-storage-blob",
+                   "google-cloud-storage"):
         assert driver in pins, f"the MLflow image lacks {driver}"
 
 
@@ -80,6 +81,14 @@ def test_lock_pins_every_dependency_with_hashes(component: str) -> None:
         assert req.specifier.contains(pins[name][0], prereleases=True), (
             f"{component}: lock pins {req.name}=={pins[name][0]}, pyproject wants {req.specifier}; run `make lock`"
         )
+
+
+def test_training_image_reads_dvc_and_object_storage() -> None:
+    pins = lock_pins("training-image")
+    assert {"dvc", "dvc-s3", "pyarrow"} <= set(pins)
+    # The one package the Dockerfile lets pip build from source must be the sdist-only pin.
+    assert pins["antlr4-python3-runtime"][0] == "4.9.3"
+    assert "--no-binary=antlr4-python3-runtime" in DOCKERFILE.read_text()
 
 
 def test_serving_image_does_not_carry_the_operator_framework() -> None:

@@ -61,6 +61,11 @@ def fields(violations: list[Any]) -> list[str]:
     ({"env": [{"name": "A", "value": "1"}, CONFIG_ENV]}, POLICY, []),
     ({"env": [{"name": "A", "value": "1"}, SECRET_ENV]}, POLICY, ["spec.env[1].valueFrom.secretKeyRef"]),
     ({"env": [SECRET_ENV]}, OPEN, []),
+    # object-store credentials for the dataset are a Secret reference too
+    ({"dataset": {"uri": "s3://d/x.csv", "target": "y", "credentialsSecret": "s3"}}, POLICY,
+     ["spec.dataset.credentialsSecret"]),
+    ({"dataset": {"uri": "s3://d/x.csv", "target": "y", "credentialsSecret": "s3"}}, OPEN, []),
+    ({"dataset": {"uri": "s3://d/x.csv", "target": "y"}}, POLICY, []),
     # several breaches: every field is named
     ({"image": "x/y", "volumes": [{"name": "h", "hostPath": {"path": "/"}}], "env": [SECRET_ENV]},
      POLICY, ["spec.image", "spec.volumes[0]", "spec.env[0].valueFrom.secretKeyRef"]),

@@ -217,6 +217,34 @@ def test_credentials_come_from_secret_never_literals() -> None:
     assert not any("PASSWORD" in e["name"] or "TOKEN" in e["name"] for e in c["env"])
 
 
+S3_SPEC = {**BASIC_SPEC, "dataset": {"uri": "s3://datasets/iris.csv", "target": "species",
+                                     "credentialsSecret": "s3-readers", "endpoint": "http://10.88.0.1:7070"}}
+
+
+def test_dataset_credentials_reach_only_the_training_container_through_env_from() -> None:
+    settings = SETTINGS.model_copy(update={"mlflow_credentials_secret": "mlflow-creds"})
+    pod = build_job(make_run(S3_SPEC), settings)["spec"]["template"]["spec"]
+    (train,) = pod["containers"]
+    # MLflow's first, the dataset's last: on a clash of keys, the dataset's own win.
+    assert train["envFrom"] == [{"secretRef": {"name": "mlflow-creds", "optional": True}},
+                                {"secretRef": {"name": "s3-readers", "optional": True}}]
+    assert not pod.get("initContainers")
+    assert not [e for e in train["env"] if e["name"].startswith("AWS_")]
+    # The endpoint travels in the config, which training reads; no literal keys anywhere.
+    config = json.loads(train["env"][-2]["value"])
+    assert config["spec"]["dataset"]["endpoint"] == "http://10.88.0.1:7070"
+    alone = build_job(make_run(S3_SPEC), SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert alone["envFrom"] == [{"secretRef": {"name": "s3-readers", "optional": True}}]
+
+
+def test_dvc_dataset_parses() -> None:
+    spec = {**BASIC_SPEC, "dataset": {"dvc": {"repo": "https://git.example.com/d.git", "path": "iris.csv",
+                                              "rev": "v1"}, "target": "species"}}
+    run = make_run(spec)
+    assert run.spec.dataset.dvc is not None and run.spec.dataset.dvc.rev == "v1"
+    assert "envFrom" not in build_job(run, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_pod_uri_falls_back_to_operator_uri() -> None:
     settings = Settings(mlflow_tracking_uri="http://mlflow.ml:5000")
     env = build_job(make_run(BASIC_SPEC), settings)["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -241,6 +269,9 @@ def test_job_names_are_deterministic() -> None:
     ({**BASIC_SPEC, "estimator": {"type": "xgboost"}}, "spec.estimator"),
     ({**BASIC_SPEC, "dataset": {"builtin": "iris", "uri": "http://x/y.csv"}}, "spec.dataset"),
     ({**BASIC_SPEC, "dataset": {"uri": "http://x/y.csv"}}, "spec.dataset"),
+    ({**BASIC_SPEC, "dataset": {"uri": "s3://b/y.csv", "dvc": {"repo": "r", "path": "p", "rev": "v"},
+                                "target": "t"}}, "spec.dataset"),
+    ({**BASIC_SPEC, "dataset": {"dvc": {"repo": "r", "path": "p.csv"}, "target": "t"}}, "spec.dataset.dvc.rev"),
     ({**BASIC_SPEC, "resources": {"gpu": -1}}, "spec.resources.gpu"),
     ({**BASIC_SPEC, "sweep": {"trials": 0, "space": {}}}, "spec.sweep.trials"),
     ({k: v for k, v in BASIC_SPEC.items() if k != "model"}, "spec.model"),

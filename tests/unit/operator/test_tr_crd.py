@@ -50,6 +50,16 @@ def test_spec_is_immutable_by_cel() -> None:
             "message": "spec is immutable: create a new TrainingRun instead"} in rules
 
 
+def test_dataset_sources_are_exclusive_and_object_store_fields_guarded() -> None:
+    dataset = SCHEMA["properties"]["spec"]["properties"]["dataset"]
+    messages = {r["message"] for r in dataset["x-kubernetes-validations"]}
+    assert "spec.dataset: set exactly one of builtin, uri or dvc" in messages
+    guarded = {r.get("fieldPath") for r in dataset["x-kubernetes-validations"] if "s3://" in r["rule"]}
+    assert guarded == {".credentialsSecret", ".endpoint"}
+    assert dataset["properties"]["dvc"]["required"] == ["repo", "path", "rev"]
+    assert dataset["properties"]["uri"]["pattern"].startswith("^(https?://|s3://")
+
+
 def test_every_cel_rule_has_a_message() -> None:
     for path, node in walk(SCHEMA, "root"):
         for rule in node.get("x-kubernetes-validations") or []:
@@ -66,7 +76,7 @@ def test_examples_are_valid_runs(path: Path) -> None:
 
 def test_all_examples_exist() -> None:
     assert [p.stem.removeprefix("trainingrun-") for p in EXAMPLES] == [
-        "basic", "csv", "digits-sweep", "gpu", "promotion", "sweep"]
+        "basic", "csv", "digits-sweep", "dvc", "gpu", "promotion", "sweep"]
 
 
 def test_digits_example_is_the_champion_challenger_workflow() -> None:

@@ -93,6 +93,9 @@ def test_field_errors_name_the_field(overrides: dict[str, Any], expected: str) -
     assert expected in error_of(make_config(**overrides))
 
 
+DVC = {"repo": "https://git.example.com/data.git", "path": "iris.csv", "rev": "v1"}
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -100,7 +103,24 @@ def test_field_errors_name_the_field(overrides: dict[str, Any], expected: str) -
         ({"dataset": {}}, "spec.dataset: set exactly one"),
         ({"dataset": {"uri": "/data/x.csv"}}, "spec.dataset.target: is required when uri is set"),
         ({"dataset": {"uri": "data/x.csv", "target": "y"}}, "spec.dataset.uri: must be http(s)://"),
-        ({"dataset": {"uri": "s3://bucket/x.csv", "target": "y"}}, "spec.dataset.uri: must be http(s)://"),
+        ({"dataset": {"uri": "gs://bucket/x.csv", "target": "y"}}, "spec.dataset.uri: must be http(s)://, s3://"),
+        ({"dataset": {"uri": "s3:///x.csv", "target": "y"}}, "spec.dataset.uri: an s3:// uri names a bucket"),
+        ({"dataset": {"uri": "s3://b/x.csv", "dvc": DVC, "target": "y"}}, "spec.dataset: set exactly one"),
+        ({"dataset": {"dvc": DVC}}, "spec.dataset.target: is required when dvc is set"),
+        ({"dataset": {"dvc": {**DVC, "path": "data/x"}, "target": "y"}}, "spec.dataset.format: cannot be inferred"),
+        ({"dataset": {"dvc": {"repo": "r", "path": "x.csv"}, "target": "y"}}, "spec.dataset.dvc.rev: Field required"),
+        (
+            {"dataset": {"uri": "https://h/x.csv", "target": "y", "credentialsSecret": "s3"}},
+            "spec.dataset.credentialsSecret: applies only to an s3:// uri or a dvc dataset",
+        ),
+        (
+            {"dataset": {"builtin": "iris", "endpoint": "http://s3:9000"}},
+            "spec.dataset.endpoint: applies only to an s3:// uri or a dvc dataset",
+        ),
+        (
+            {"dataset": {"uri": "s3://b/x.csv", "target": "y", "endpoint": "s3.local:9000"}},
+            "spec.dataset.endpoint: must be an http(s):// URL",
+        ),
         ({"dataset": {"uri": "/data/x.json", "target": "y"}}, "spec.dataset.format: cannot be inferred"),
         ({"dataset": {"builtin": "iris", "target": "species"}}, "spec.dataset.target: built-in datasets"),
         ({"dataset": {"builtin": "diabetes"}}, "spec.estimator.type: built-in 'diabetes' has a continuous target"),
@@ -142,6 +162,16 @@ def test_regressor_metric_and_uri_format_override_are_valid() -> None:
         )
     )
     assert config.spec.dataset.file_format == "parquet"
+
+
+def test_object_storage_datasets_are_valid() -> None:
+    s3 = parse_config(make_config(dataset={"uri": "s3://datasets/iris.csv", "target": "target",
+                                           "credentialsSecret": "s3-creds", "endpoint": "http://10.0.0.1:7070"}))
+    assert s3.spec.dataset.file_format == "csv" and s3.spec.dataset.is_object_storage
+    dvc = parse_config(make_config(dataset={"dvc": {**DVC, "path": "data/iris.parquet", "remote": "store"},
+                                            "target": "target", "credentialsSecret": "s3-creds"}))
+    assert dvc.spec.dataset.file_format == "parquet"
+    assert dvc.spec.dataset.dvc is not None and dvc.spec.dataset.dvc.remote == "store"
 
 
 def test_trial_and_select_modes_require_a_sweep() -> None:

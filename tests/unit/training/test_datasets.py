@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from modelyard_training.config import DatasetSpec
-from modelyard_training.datasets import load_dataset, redact_uri, split
+from modelyard_training.datasets import load_dataset, split
 from modelyard_training.errors import EXIT_DATASET, DatasetUnavailable
+from modelyard_training.sources import redact_uri
 
 from tests.helpers import free_port
 
