@@ -51,6 +51,26 @@ REGISTRY_ERRORS = Counter(
     "Failed MLflow registry requests.",
     registry=REGISTRY,
 )
+# Every request kube.py sends (kopf's own watches and patches are not included): at steady
+# state the write verbs (apply, create, patch, delete) should not move.
+KUBE_REQUESTS = Counter(
+    "modelyard_operator_kube_requests_total",
+    "Kubernetes API requests sent by the controllers, by verb and resource.",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
+APPLIES_SKIPPED = Counter(
+    "modelyard_operator_applies_skipped_total",
+    "Server-side applies not sent because the live object already matched, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+REGISTRY_REQUESTS = Counter(
+    "modelyard_operator_registry_requests_total",
+    "MLflow registry requests, by call (one snapshot per distinct model per poll).",
+    ["call"],
+    registry=REGISTRY,
+)
 WEBHOOK_EVENTS = Counter(
     "modelyard_operator_webhook_events_total",
     "MLflow webhook deliveries by event type and signature verification result.",
