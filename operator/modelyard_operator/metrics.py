@@ -65,6 +65,13 @@ APPLIES_SKIPPED = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+# After a restart this climbs to the number of ModelDeployments as each is first reconciled:
+# how long that takes is the operator's full-resync time.
+MODELDEPLOYMENTS_TRACKED = Gauge(
+    "modelyard_operator_modeldeployments_tracked",
+    "ModelDeployments reconciled at least once by this process and not deleted since.",
+    registry=REGISTRY,
+)
 REGISTRY_REQUESTS = Counter(
     "modelyard_operator_registry_requests_total",
     "MLflow registry requests, by call (one snapshot per distinct model per poll).",

@@ -64,6 +64,7 @@ class MDRunner:
             self.watcher.untrack(key)
         self.retrain_keys.discard(key)
         self._last_run.pop(key, None)
+        metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
         self._last_status.pop(key, None)
 
     def known(self) -> list[MDKey]:
@@ -132,6 +133,7 @@ class MDRunner:
         else:
             self.retrain_keys.discard(md.key)
         self._last_run[md.key] = time.monotonic()
+        metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
         self._last_status[md.key] = outcome.status
 
     def post_events(self, md: ModelDeployment, events: list[Event]) -> None:
