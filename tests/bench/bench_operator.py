@@ -225,6 +225,17 @@ def report(results: list[dict[str, Any]], compare: bool) -> str:
     return "\n".join(lines)
 
 
+def api_port_taken(localcluster: Any) -> bool:
+    """Whether some cluster's API server listens where ours would (another state directory)."""
+    import socket
+
+    from localcluster import network
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((network.BRIDGE_IP, localcluster.API_PORT)) == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000", help="comma list of ModelDeployment counts (default 1000)")
@@ -247,6 +258,9 @@ def main() -> None:
     from localcluster import cluster as localcluster
 
     started_cluster = not all(localcluster.status().values())
+    if started_cluster and api_port_taken(localcluster):
+        sys.exit(f"a cluster's API server already listens, but not from {localcluster.state_dir()}: "
+                 "set MODELYARD_CLUSTER_DIR to that cluster's state directory")
     info = localcluster.up() if started_cluster else localcluster.info()
     try:
         kubectl = binaries.ensure_k8s()["kubectl"]

@@ -10,9 +10,11 @@ marks them Running and Ready without a process behind them.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import math
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,8 @@ class Bench:
     kubectl: Path
     kubeconfig: Path
     nodes: list[str] = field(default_factory=list)
+    node_uids: dict[str, str] = field(default_factory=dict)
+    leases: LeaseKeeper | None = None
     models: list[str] = field(default_factory=list)
     webhook_id: str | None = None
     experiment_id: str | None = None
@@ -112,8 +116,58 @@ def create_nodes(bench: Bench, pods: int) -> None:
                                     NODE_LABEL: bench.bench_id}},
             "spec": {"taints": [TAINT]},
         })
+        node = core.read_node(name)
         bench.nodes.append(name)
+        bench.node_uids[name] = node.metadata.uid
         core.patch_node_status(name, {"status": {"capacity": capacity, "allocatable": capacity}})
+    time.sleep(2)  # kwok creates the nodes' leases right away when it keeps them
+    coordination = client.CoordinationV1Api(bench.api)
+    try:
+        coordination.read_namespaced_lease(bench.nodes[0], "kube-node-lease")
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        bench.leases = LeaseKeeper(bench)
+
+
+class LeaseKeeper:
+    """Renews the bench nodes' leases when kwok does not (run without
+    --node-lease-duration-seconds, its heartbeat stage writes node status only every ~10
+    minutes): without them the node controller marks the nodes NotReady after ~50 s, every
+    pod flips to NotReady and back, and the steady state would not be steady."""
+
+    def __init__(self, bench: Bench, every: float = 10) -> None:
+        from kubernetes import client
+
+        self._api = client.CoordinationV1Api(bench.api)
+        self._bench, self._every = bench, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _lease(self, node: str) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        owner = {"apiVersion": "v1", "kind": "Node", "name": node,
+                 "uid": self._bench.node_uids[node]}
+        return {"metadata": {"name": node, "ownerReferences": [owner]},
+                "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now}}
+
+    def _run(self) -> None:
+        from kubernetes import client
+
+        while not self._stop.is_set():
+            for node in list(self._bench.nodes):
+                with contextlib.suppress(client.ApiException):
+                    try:
+                        self._api.patch_namespaced_lease(node, "kube-node-lease", self._lease(node))
+                    except client.ApiException as error:
+                        if error.status != 404:
+                            raise
+                        self._api.create_namespaced_lease("kube-node-lease", self._lease(node))
+            self._stop.wait(self._every)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def md_manifest(bench: Bench, index: int, replicas: int) -> dict[str, Any]:
@@ -186,7 +240,8 @@ def register_models(bench: Bench, count: int) -> None:
         name = f"bench-{bench.bench_id}-m{i:03d}"
         mc.create_registered_model(name)
         for _ in range(2):
-            mc.create_model_version(name, source=info.model_uri, run_id=run.info.run_id)
+            mc.create_model_version(name, source=info.model_uri, run_id=run.info.run_id,
+                                    model_id=info.model_id)
         mc.set_registered_model_alias(name, ALIAS, "1")
         return name
 
@@ -209,17 +264,33 @@ def cleanup(bench: Bench) -> None:
     mc = bench.mlflow()
     steps: list[Callable[[], Any]] = [
         lambda: core.delete_namespace(bench.namespace, propagation_policy="Background"),
+        # kopf's finalizer on runs with a timer; the operator is stopped, nothing else to clean.
+        lambda: _drop_finalizers(bench, "trainingruns"),
+        lambda: _drop_finalizers(bench, "modeldeployments"),
         lambda: bench.webhook_id and mc.delete_webhook(bench.webhook_id),
         lambda: parallel(mc.delete_registered_model, bench.models),
         lambda: bench.experiment_id and mc.delete_experiment(bench.experiment_id),
         lambda: _wait_gone(lambda: core.read_namespace(bench.namespace), 120),
         *[(lambda n=n: core.delete_node(n)) for n in bench.nodes],
+        lambda: bench.leases and bench.leases.stop(),
     ]
     for step in steps:
         try:
             step()
         except Exception as error:  # noqa: BLE001 - report and go on cleaning
             print(f"cleanup: {json.dumps(str(error))[:200]}")
+
+
+def _drop_finalizers(bench: Bench, plural: str) -> None:
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(bench.api)
+    for obj in list_objects(bench, plural):
+        if obj["metadata"].get("finalizers"):
+            with contextlib.suppress(client.ApiException):
+                custom.patch_namespaced_custom_object(GROUP, VERSION, bench.namespace, plural,
+                                                      obj["metadata"]["name"],
+                                                      {"metadata": {"finalizers": None}})
 
 
 def _wait_gone(read: Callable[[], Any], timeout: float) -> None:
