@@ -50,12 +50,13 @@ def stamped(obj: dict[str, Any], digest: str) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-def unchanged(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
-    """True when applying ``desired`` (unstamped) to ``live`` would change nothing we own."""
+def unchanged(desired: dict[str, Any], live: dict[str, Any] | None, digest: str | None = None) -> bool:
+    """True when applying ``desired`` (unstamped; ``digest`` its fingerprint if known) to
+    ``live`` would change nothing we own."""
     if live is None:
         return False
     annotations = (live.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(APPLIED_ANNOTATION) != fingerprint(desired):
+    if annotations.get(APPLIED_ANNOTATION) != (digest or fingerprint(desired)):
         return False
     return covers(desired, live)
 

@@ -33,9 +33,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "k8s" / "local"))
 import operator_setup as setup
+from harness import cpu_seconds
 from operator_probe import READ_VERBS, REPO, WRITE_VERBS, OperatorProcess, Samples, VersionWatch, delta
 
 MD = "ModelDeployment"
+RAN = "ok|waiting|error|invalid"  # reconcile results that ran (not "coalesced")
 
 
 def wait(check: Any, timeout: float, what: str, interval: float = 1.0) -> float:
@@ -80,10 +82,13 @@ def quiet_window(op: OperatorProcess, bench: setup.Bench, seconds: float, models
     """Requests over a window in which nothing changes, per minute."""
     settle(op)
     before, api_before, started = op.metrics(), apiserver_writes(bench), time.monotonic()
+    cpu = cpu_seconds(op.proc.pid)
     time.sleep(seconds)
     after, api_after = op.metrics(), apiserver_writes(bench)
+    cpu = cpu_seconds(op.proc.pid) - cpu
     minutes = (time.monotonic() - started) / 60
     kube = "modelyard_operator_kube_requests_total"
+    duration = "modelyard_operator_reconcile_duration_seconds"
     polls = seconds / op.poll_interval
     by_resource = {r: delta(before, after, kube, verb="|".join(WRITE_VERBS), resource=r) / minutes
                    for r in ("deployments", "services", "modeldeployments/status",
@@ -97,12 +102,15 @@ def quiet_window(op: OperatorProcess, bench: setup.Bench, seconds: float, models
                                                 verb="APPLY|PATCH|POST|PUT|DELETE",
                                                 resource=CHILD_RESOURCES) / minutes, 1),
         "md_reconciles_per_min": round(delta(before, after, "modelyard_operator_reconciles_total",
-                                             kind=MD) / minutes, 1),
+                                             kind=MD, result=RAN) / minutes, 1),
+        "md_reconcile_ms": round(1000 * delta(before, after, f"{duration}_sum", kind=MD)
+                                 / max(1.0, delta(before, after, f"{duration}_count", kind=MD)), 1),
         "registry_snapshots_per_poll": round(delta(before, after, "modelyard_operator_registry_requests_total",
                                                    call="get_registered_model") / polls, 2),
         "registry_requests_per_poll": round(delta(before, after, "modelyard_operator_registry_requests_total")
                                             / polls, 2),
         "distinct_models": models,
+        "operator_cpu_pct": round(100 * cpu / (60 * minutes), 1),
         "rss_mib": round(op.rss_now(), 1),
     }
 
@@ -131,6 +139,7 @@ def alias_moves(bench: setup.Bench, moves: int, per_model: dict[str, list[str]])
 
 def resync(op: OperatorProcess, count: int, **env: str) -> dict[str, Any]:
     """Restart the operator; seconds until it has reconciled every MD again, and its writes."""
+    settle(op)
     op.stop()
     healthy = op.start(**env)
     seconds = wait(lambda: op.tracked() >= count, 600, "full resync", interval=0.5) + healthy
@@ -202,6 +211,7 @@ def report(results: list[dict[str, Any]], compare: bool) -> str:
         ("operator reads/min, quiet", lambda r: r["quiet"]["operator_reads_per_min"]),
         ("API server writes/min, quiet (cluster-wide)", lambda r: r["quiet"]["apiserver_writes_per_min"]),
         ("MD reconciles/min, quiet", lambda r: r["quiet"]["md_reconciles_per_min"]),
+        ("operator CPU, quiet (% of one core)", lambda r: r["quiet"]["operator_cpu_pct"]),
         ("registry snapshots per poll / distinct models",
          lambda r: f"{r['quiet']['registry_snapshots_per_poll']} / {r['models']}"),
         ("alias move → Deployments p50 / p99 (s)", lambda r: f"{r['alias']['p50_s']} / {r['alias']['p99_s']}"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 RESYNC_TICK_SECONDS = 5.0
 API_RETRY_SECONDS = 5.0
 WEBHOOK_REGISTER_RETRY_SECONDS = 30.0
+# Same bound as kopf's handler pool (__main__.py): enough for one model's fan-out.
+WAKE_WORKERS = 16
 
 
 class MDController:
@@ -45,6 +48,7 @@ class MDController:
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         self.webhook = WebhookReceiver(self.watcher, secret)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._pool = ThreadPoolExecutor(max_workers=WAKE_WORKERS, thread_name_prefix="md-wake")
 
     async def start(self) -> None:
         if self.settings.webhook_enabled:
@@ -68,6 +72,7 @@ class MDController:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.webhook.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def reconcile(self, key: MDKey) -> None:
         """kopf create/update/resume path: errors become kopf's retry semantics."""
@@ -82,16 +87,21 @@ class MDController:
                                       delay=self.settings.poll_interval)
 
     def reconcile_quietly(self, key: MDKey) -> None:
-        """Event/loop paths: not retried by kopf, so just log; the resync loop catches up."""
+        """Event/loop paths: not retried by kopf, so just log; the resync loop catches up.
+
+        These only ask for a fresh look, so they coalesce with a run already waiting.
+        """
         try:
-            self.runner.run(key)
+            self.runner.run(key, coalesce=True)
         except InvalidSpec:
             pass  # already reported in status by the runner
         except Exception:
             logger.exception("reconcile of ModelDeployment %s/%s failed", *key)
 
     async def _wake(self, key: MDKey) -> None:
-        await asyncio.to_thread(self.reconcile_quietly, key)
+        # A pool of its own: asyncio's default one has cpu+4 threads (6 here), too few for an
+        # alias move that wakes every ModelDeployment of a model at once.
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.reconcile_quietly, key)
 
     async def _resync_loop(self) -> None:
         while True:

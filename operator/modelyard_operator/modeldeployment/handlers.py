@@ -52,10 +52,16 @@ def reconcile_modeldeployment(namespace: str | None, name: str, **_: Any) -> Non
     controller().reconcile((str(namespace), name))
 
 
-@kopf.on.event(GROUP, VERSION, MD_PLURAL)
-def modeldeployment_event(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
-    if type == "DELETED":  # stop polling its model and reading its drift
-        controller().runner.forget((str(namespace), name))
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+# Filtered with when=, so the status writes of every reconcile do not each cost a handler
+# call in kopf's thread pool.
+@kopf.on.event(GROUP, VERSION, MD_PLURAL, when=_deleted)
+def modeldeployment_event(namespace: str | None, name: str, **_: Any) -> None:
+    """Stop polling its model and reading its drift."""
+    controller().runner.forget((str(namespace), name))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OUR_DEPLOYMENTS)

@@ -3,6 +3,12 @@
 kopf handlers, the registry watcher, Deployment/TrainingRun events, the timer and the drift
 loop all end up in ``MDRunner.run``. A per-object lock serialises them, so two triggers never
 race on the same status, and every run starts from a fresh GET of the object.
+
+Triggers that only say "look again" (watch events, registry wakes, the resync loop) coalesce:
+when a run for the object is already waiting for its lock, that run will read everything
+fresh once it gets the lock, so another one queued behind it would only repeat it. A rollout
+sends several Deployment events per object; without this each became a full reconcile, and at
+scale they crowded out the reconciles an alias move is waiting for.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class MDRunner:
         self.watcher: RegistryWatcher | None = None
         self._locks: dict[MDKey, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._waiting: dict[MDKey, int] = {}
         self._last_run: dict[MDKey, float] = {}
         self._last_status: dict[MDKey, dict[str, Any]] = {}
         self.retrain_keys: set[MDKey] = set()
@@ -71,9 +78,22 @@ class MDRunner:
         """Every MD reconciled at least once and not deleted since."""
         return sorted(self._last_run)
 
-    def run(self, key: MDKey) -> Outcome | None:
-        """Reconcile ``key`` now; raises InvalidSpec or lets API errors through."""
-        with self.lock(key):
+    def run(self, key: MDKey, coalesce: bool = False) -> Outcome | None:
+        """Reconcile ``key`` now; raises InvalidSpec or lets API errors through.
+
+        ``coalesce``: return None at once when another run for ``key`` is already waiting.
+        """
+        with self._guard:
+            if coalesce and self._waiting.get(key):
+                metrics.RECONCILES.labels(kind=MD_KIND, result="coalesced").inc()
+                return None
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
             return self._run_locked(key)
 
     def run_with(self, key: MDKey, before: Callable[[ModelDeployment], bool]) -> Outcome | None:

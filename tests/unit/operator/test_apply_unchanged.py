@@ -75,6 +75,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
     fake = FakeApiServer()
     monkeypatch.setattr(kube, "_dynamic", fake)
     monkeypatch.setattr(kube, "_always_apply", False)
+    monkeypatch.setattr(kube, "_applied", {})
     yield fake
 
 
@@ -113,6 +114,23 @@ def test_a_new_version_is_applied(server: FakeApiServer) -> None:
     assert server.applies == ["Service", "Deployment", "Deployment"]
 
 
+def test_a_changed_child_is_applied_without_reading_it_first(server: FakeApiServer) -> None:
+    reads: list[str] = []
+    get = server.get
+
+    def counting_get(resource: Any, name: str, **kwargs: Any) -> Response:
+        reads.append(resource.kind)
+        return get(resource, name, **kwargs)
+
+    server.get = counting_get  # type: ignore[method-assign]
+    apply_all(children())
+    reads.clear()
+    kube.apply(children(version="2")[1], owner=MD_BODY)  # this process applied v1: no read
+    assert (reads, server.applies[-1]) == ([], "Deployment")
+    kube.apply(children(version="2")[1], owner=MD_BODY)  # same again: read, then skip
+    assert (reads, len(server.applies)) == (["Deployment"], 3)
+
+
 def test_a_field_the_operator_stopped_setting_is_applied(server: FakeApiServer) -> None:
     # A GPU limit dropped from the spec leaves the live object a superset of the desired one;
     # only the digest of what was applied shows that the apply must remove it.
@@ -147,6 +165,7 @@ def test_requests_are_counted_by_verb() -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(kube, "_dynamic", fake)
         mp.setattr(kube, "_always_apply", False)
+        mp.setattr(kube, "_applied", {})
         kube.apply(children()[1], owner=MD_BODY)
         kube.apply(children()[1], owner=MD_BODY)
     assert (count("apply", "deployments"), count("get", "deployments")) == (
