@@ -34,7 +34,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "k8s" / "local"))
 import operator_setup as setup
 from harness import cpu_seconds
-from operator_probe import READ_VERBS, REPO, WRITE_VERBS, OperatorProcess, Samples, VersionWatch, delta
+from operator_probe import (
+    READ_VERBS,
+    REPO,
+    WRITE_VERBS,
+    OperatorProcess,
+    Samples,
+    VersionWatch,
+    api_port_taken,
+    delta,
+    image_python,
+)
 
 MD = "ModelDeployment"
 RAN = "ok|waiting|error|invalid"  # reconcile results that ran (not "coalesced")
@@ -58,7 +68,7 @@ def all_ready(bench: setup.Bench, count: int, version: str = "1") -> bool:
     return sum(ok(md) for md in setup.list_objects(bench, "modeldeployments")) >= count
 
 
-def settle(op: OperatorProcess, quiet: float = 10, timeout: float = 90) -> None:
+def settle(op: OperatorProcess, quiet: float = 10, timeout: float = 45) -> None:
     """Until the operator's writes stop for ``quiet`` s (or ``timeout``: always-apply never does)."""
     started, last, since = time.monotonic(), op.writes(), time.monotonic()
     while time.monotonic() - started < timeout and time.monotonic() - since < quiet:
@@ -235,17 +245,6 @@ def report(results: list[dict[str, Any]], compare: bool) -> str:
     return "\n".join(lines)
 
 
-def api_port_taken(localcluster: Any) -> bool:
-    """Whether some cluster's API server listens where ours would (another state directory)."""
-    import socket
-
-    from localcluster import network
-
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((network.BRIDGE_IP, localcluster.API_PORT)) == 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000", help="comma list of ModelDeployment counts (default 1000)")
@@ -259,7 +258,9 @@ def main() -> None:
                         help="steady-state window (> 60 s: each steady MD is resynced once a minute)")
     parser.add_argument("--alias-moves", type=int, default=5)
     parser.add_argument("--compare", action="store_true", help="also measure MODELYARD_ALWAYS_APPLY=true")
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the operator")
+    parser.add_argument("--python", default="image",
+                        help="interpreter that runs the operator: 'image' (a venv from "
+                             "operator/requirements.lock, as in the image; default) or a path")
     parser.add_argument("--keep", action="store_true", help="leave the namespace, nodes and models")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
@@ -274,6 +275,7 @@ def main() -> None:
     info = localcluster.up() if started_cluster else localcluster.info()
     try:
         kubectl = binaries.ensure_k8s()["kubectl"]
+        args.python = image_python() if args.python == "image" else args.python
         results = [run_size(int(s), args, info, kubectl) for s in args.sizes.split(",")]
     finally:
         if started_cluster:

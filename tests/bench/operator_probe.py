@@ -168,3 +168,37 @@ class VersionWatch:
 
     def stop(self) -> None:
         self._watch.stop()
+
+
+def image_python() -> str:
+    """A venv with exactly the operator image's dependencies (operator/requirements.lock).
+
+    The dev venv also holds full MLflow, pandas and scikit-learn, and MLflow imports pandas
+    when it is installed: ~85 MiB the operator image does not carry. RSS is measured here.
+    Cached per lock file, so it is built once (from PyPI, hash-checked).
+    """
+    import hashlib
+    import subprocess
+
+    from localcluster import binaries
+
+    lock = REPO / "operator" / "requirements.lock"
+    venv = binaries.cache_root() / f"bench-operator-{hashlib.sha256(lock.read_bytes()).hexdigest()[:12]}"
+    python = venv / "bin" / "python"
+    if not (venv / "ready").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--require-hashes", "-r",
+                        str(lock)], check=True)
+        (venv / "ready").touch()
+    return str(python)
+
+
+def api_port_taken(localcluster: Any) -> bool:
+    """Whether some cluster's API server listens where ours would (another state directory)."""
+    import socket
+
+    from localcluster import network
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((network.BRIDGE_IP, localcluster.API_PORT)) == 0

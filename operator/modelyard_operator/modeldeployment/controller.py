@@ -33,6 +33,8 @@ API_RETRY_SECONDS = 5.0
 WEBHOOK_REGISTER_RETRY_SECONDS = 30.0
 # Same bound as kopf's handler pool (__main__.py): enough for one model's fan-out.
 WAKE_WORKERS = 16
+# Resyncs use at most this many of those threads, leaving the rest to registry wakes.
+RESYNC_CONCURRENCY = 4
 
 
 class MDController:
@@ -104,11 +106,18 @@ class MDController:
         await asyncio.get_running_loop().run_in_executor(self._pool, self.reconcile_quietly, key)
 
     async def _resync_loop(self) -> None:
+        # A few at a time: one after another, a thousand steady MDs took longer than the
+        # minute between their resyncs; all at once, they would crowd out alias moves.
+        slots = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+        async def resync(key: MDKey) -> None:
+            async with slots:
+                await self._wake(key)
+
         while True:
             await asyncio.sleep(RESYNC_TICK_SECONDS)
-            for key in self.runner.known():
-                if self.runner.due_for_resync(key):
-                    await asyncio.to_thread(self.reconcile_quietly, key)
+            due = [key for key in self.runner.known() if self.runner.due_for_resync(key)]
+            await asyncio.gather(*(resync(key) for key in due))
 
     def _retrain_step(self, md: ModelDeployment) -> bool:
         event = check_retrain(md)
