@@ -111,6 +111,9 @@ def quiet_window(op: OperatorProcess, bench: setup.Bench, seconds: float, models
         "apiserver_writes_per_min": round(delta(api_before, api_after, "apiserver_request_total",
                                                 verb="APPLY|PATCH|POST|PUT|DELETE",
                                                 resource=CHILD_RESOURCES) / minutes, 1),
+        "apiserver_applies_per_min": round(delta(api_before, api_after, "apiserver_request_total",
+                                                 verb="APPLY", resource="deployments|services")
+                                           / minutes, 1),
         "md_reconciles_per_min": round(delta(before, after, "modelyard_operator_reconciles_total",
                                              kind=MD, result=RAN) / minutes, 1),
         "md_reconcile_ms": round(1000 * delta(before, after, f"{duration}_sum", kind=MD)
@@ -220,6 +223,8 @@ def report(results: list[dict[str, Any]], compare: bool) -> str:
         ("operator writes/min, quiet", lambda r: r["quiet"]["operator_writes_per_min"]),
         ("operator reads/min, quiet", lambda r: r["quiet"]["operator_reads_per_min"]),
         ("API server writes/min, quiet (cluster-wide)", lambda r: r["quiet"]["apiserver_writes_per_min"]),
+        ("API server applies to Deployments+Services/min (cluster-wide)",
+         lambda r: r["quiet"]["apiserver_applies_per_min"]),
         ("MD reconciles/min, quiet", lambda r: r["quiet"]["md_reconciles_per_min"]),
         ("operator CPU, quiet (% of one core)", lambda r: r["quiet"]["operator_cpu_pct"]),
         ("registry snapshots per poll / distinct models",
@@ -235,6 +240,8 @@ def report(results: list[dict[str, Any]], compare: bool) -> str:
             ("always-apply: operator reads/min, quiet", lambda r: r["old_quiet"]["operator_reads_per_min"]),
             ("always-apply: API server writes/min (cluster-wide)",
              lambda r: r["old_quiet"]["apiserver_writes_per_min"]),
+            ("always-apply: API server applies to Deployments+Services/min",
+             lambda r: r["old_quiet"]["apiserver_applies_per_min"]),
             ("always-apply: alias p50 / p99 (s)",
              lambda r: f"{r['old_alias']['p50_s']} / {r['old_alias']['p99_s']}"),
         ]
