@@ -24,7 +24,8 @@ PlatformCollector(registry=REGISTRY)
 
 RECONCILES = Counter(
     "modelyard_operator_reconciles_total",
-    "Reconcile passes by resource kind and result (ok, waiting, error, invalid).",
+    "Reconcile passes by resource kind and result (ok, waiting, error, invalid; not run: "
+    "coalesced with a waiting pass, seen: an event for a Deployment version already read).",
     ["kind", "result"],
     registry=REGISTRY,
 )

@@ -17,6 +17,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from modelyard_operator import metrics
 from modelyard_operator.modeldeployment.models import InvalidSpec, ModelDeployment
 from modelyard_operator.modeldeployment.resolver import Resolver
 from modelyard_operator.modeldeployment.retrain import check_retrain
@@ -99,6 +100,13 @@ class MDController:
             pass  # already reported in status by the runner
         except Exception:
             logger.exception("reconcile of ModelDeployment %s/%s failed", *key)
+
+    def deployment_changed(self, key: MDKey, resource_version: str | None) -> None:
+        """A serving Deployment changed: reconcile unless the last run already saw this version."""
+        if self.runner.saw_deployment(key, resource_version):
+            metrics.RECONCILES.labels(kind="ModelDeployment", result="seen").inc()
+            return
+        self.reconcile_quietly(key)
 
     async def _wake(self, key: MDKey) -> None:
         # A pool of its own: asyncio's default one has cpu+4 threads (6 here), too few for an

@@ -65,9 +65,10 @@ def modeldeployment_event(namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OUR_DEPLOYMENTS)
-def serving_deployment_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+def serving_deployment_changed(namespace: str | None, labels: kopf.Labels, meta: kopf.Meta,
+                               **_: Any) -> None:
     """Rollout progress updates the MD's status now, not at the next resync."""
-    controller().reconcile_quietly((str(namespace), labels[MD_LABEL]))
+    controller().deployment_changed((str(namespace), labels[MD_LABEL]), meta.get("resourceVersion"))
 
 
 @kopf.on.event(GROUP, VERSION, "trainingruns", labels={RETRAIN_LABEL: kopf.PRESENT})

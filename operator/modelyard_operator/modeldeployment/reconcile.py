@@ -160,4 +160,5 @@ def reconcile(md: ModelDeployment, settings: Settings, resolver: Resolver) -> Ou
         observed=f"!{error.reason}" if error else str(observed),
         registry_error=error,
         promotion=promotion,
+        deployment_version=((deployment or {}).get("metadata") or {}).get("resourceVersion"),
     )

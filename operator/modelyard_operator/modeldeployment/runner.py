@@ -46,6 +46,7 @@ class MDRunner:
         self._waiting: dict[MDKey, int] = {}
         self._last_run: dict[MDKey, float] = {}
         self._last_status: dict[MDKey, dict[str, Any]] = {}
+        self._deployment_version: dict[MDKey, str | None] = {}
         self.retrain_keys: set[MDKey] = set()
 
     def lock(self, key: MDKey) -> threading.Lock:
@@ -73,6 +74,7 @@ class MDRunner:
         self._last_run.pop(key, None)
         metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
         self._last_status.pop(key, None)
+        self._deployment_version.pop(key, None)
 
     def known(self) -> list[MDKey]:
         """Every MD reconciled at least once and not deleted since."""
@@ -155,6 +157,7 @@ class MDRunner:
         self._last_run[md.key] = time.monotonic()
         metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
         self._last_status[md.key] = outcome.status
+        self._deployment_version[md.key] = outcome.deployment_version
 
     def post_events(self, md: ModelDeployment, events: list[Event]) -> None:
         post(md.body, events)
@@ -171,6 +174,12 @@ class MDRunner:
             kube.patch_status(API_VERSION, MD_PLURAL, key[0], key[1], new)
             if body:
                 post(body, [Event("Warning", error.reason, str(error))])
+
+    def saw_deployment(self, key: MDKey, resource_version: str | None) -> bool:
+        """Whether the last finished run of ``key`` already read (or wrote) this version of its
+        serving Deployment: an event for it then tells nothing new (our own write's echo, or
+        the initial listing after a restart)."""
+        return resource_version is not None and self._deployment_version.get(key) == resource_version
 
     def due_for_resync(self, key: MDKey) -> bool:
         """Resync gate: every tick while unsteady, else once per STEADY_RESYNC_SECONDS."""

@@ -77,3 +77,23 @@ def test_prune_looks_only_after_a_spec_change(monkeypatch: pytest.MonkeyPatch, g
     monkeypatch.setattr(kube, "get", lambda *args: calls.append(args[1]))
     reconcile._prune(md(generation, observed), "policy/v1", "PodDisruptionBudget")
     assert len(calls) == reads
+
+
+def test_an_event_for_a_deployment_version_already_read_reconciles_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelyard_operator.events import Outcome
+    from modelyard_operator.modeldeployment.controller import MDController
+
+    controller = MDController(Settings(mlflow_tracking_uri="http://mlflow:5000"))
+    runs: list[Any] = []
+    monkeypatch.setattr(controller, "reconcile_quietly", runs.append)
+    steady = md(1, 1)
+    controller.runner._publish(steady, Outcome(status=steady.status, deployment_version="7"))
+    controller.deployment_changed(KEY, "7")  # the echo of our own apply, or the restart listing
+    assert runs == []
+    controller.deployment_changed(KEY, "8")  # the deployment controller moved it on
+    controller.deployment_changed(("ns", "other"), "7")
+    assert runs == [KEY, ("ns", "other")]
+    controller.runner.forget(KEY)
+    controller.deployment_changed(KEY, "7")
+    assert runs[-1] == KEY
