@@ -25,7 +25,7 @@ PlatformCollector(registry=REGISTRY)
 RECONCILES = Counter(
     "modelyard_operator_reconciles_total",
     "Reconcile passes by resource kind and result (ok, waiting, error, invalid; not run: "
-    "coalesced with a waiting pass, seen: an event for a Deployment version already read).",
+    "coalesced with a waiting pass, seen: nothing new since the last pass).",
     ["kind", "result"],
     registry=REGISTRY,
 )

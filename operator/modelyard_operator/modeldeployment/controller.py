@@ -89,13 +89,24 @@ class MDController:
             raise kopf.TemporaryError(str(outcome.registry_error),
                                       delay=self.settings.poll_interval)
 
-    def reconcile_quietly(self, key: MDKey) -> None:
+    def resume(self, key: MDKey) -> None:
+        """kopf resume (operator start): only if no other trigger reconciled ``key`` yet.
+
+        After a restart the Deployments' listing often reaches an MD first; resuming it again
+        would double the work of a full resync.
+        """
+        if self.runner.reconciled(key):
+            metrics.RECONCILES.labels(kind="ModelDeployment", result="seen").inc()
+            return
+        self.reconcile(key)
+
+    def reconcile_quietly(self, key: MDKey, unless_seen: str | None = None) -> None:
         """Event/loop paths: not retried by kopf, so just log; the resync loop catches up.
 
         These only ask for a fresh look, so they coalesce with a run already waiting.
         """
         try:
-            self.runner.run(key, coalesce=True)
+            self.runner.run(key, coalesce=True, unless_seen=unless_seen)
         except InvalidSpec:
             pass  # already reported in status by the runner
         except Exception:
@@ -106,7 +117,7 @@ class MDController:
         if self.runner.saw_deployment(key, resource_version):
             metrics.RECONCILES.labels(kind="ModelDeployment", result="seen").inc()
             return
-        self.reconcile_quietly(key)
+        self.reconcile_quietly(key, unless_seen=resource_version)
 
     async def _wake(self, key: MDKey) -> None:
         # A pool of its own: asyncio's default one has cpu+4 threads (6 here), too few for an

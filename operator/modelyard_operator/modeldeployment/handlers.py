@@ -46,6 +46,10 @@ async def stop_modeldeployment_controller(**_: Any) -> None:
 
 
 @kopf.on.resume(GROUP, VERSION, MD_PLURAL)
+def resume_modeldeployment(namespace: str | None, name: str, **_: Any) -> None:
+    controller().resume((str(namespace), name))
+
+
 @kopf.on.create(GROUP, VERSION, MD_PLURAL)
 @kopf.on.update(GROUP, VERSION, MD_PLURAL)
 def reconcile_modeldeployment(namespace: str | None, name: str, **_: Any) -> None:

@@ -76,14 +76,22 @@ class MDRunner:
         self._last_status.pop(key, None)
         self._deployment_version.pop(key, None)
 
+    def reconciled(self, key: MDKey) -> bool:
+        """Whether a run of ``key`` finished in this process (and it was not deleted since)."""
+        return key in self._last_run
+
     def known(self) -> list[MDKey]:
         """Every MD reconciled at least once and not deleted since."""
         return sorted(self._last_run)
 
-    def run(self, key: MDKey, coalesce: bool = False) -> Outcome | None:
+    def run(self, key: MDKey, coalesce: bool = False, unless_seen: str | None = None,
+            ) -> Outcome | None:
         """Reconcile ``key`` now; raises InvalidSpec or lets API errors through.
 
         ``coalesce``: return None at once when another run for ``key`` is already waiting.
+        ``unless_seen``: a serving Deployment's resourceVersion; return None when the last
+        run read that version, checked again once the lock is ours (after a restart the
+        listing's events arrive while the resume runs are still reading the same versions).
         """
         with self._guard:
             if coalesce and self._waiting.get(key):
@@ -96,6 +104,9 @@ class MDRunner:
                 self._waiting[key] -= 1
                 if not self._waiting[key]:
                     del self._waiting[key]
+            if self.saw_deployment(key, unless_seen):
+                metrics.RECONCILES.labels(kind=MD_KIND, result="seen").inc()
+                return None
             return self._run_locked(key)
 
     def run_with(self, key: MDKey, before: Callable[[ModelDeployment], bool]) -> Outcome | None:

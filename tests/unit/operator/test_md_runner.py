@@ -86,7 +86,7 @@ def test_an_event_for_a_deployment_version_already_read_reconciles_nothing(
 
     controller = MDController(Settings(mlflow_tracking_uri="http://mlflow:5000"))
     runs: list[Any] = []
-    monkeypatch.setattr(controller, "reconcile_quietly", runs.append)
+    monkeypatch.setattr(controller, "reconcile_quietly", lambda key, unless_seen=None: runs.append(key))
     steady = md(1, 1)
     controller.runner._publish(steady, Outcome(status=steady.status, deployment_version="7"))
     controller.deployment_changed(KEY, "7")  # the echo of our own apply, or the restart listing
@@ -97,3 +97,31 @@ def test_an_event_for_a_deployment_version_already_read_reconciles_nothing(
     controller.runner.forget(KEY)
     controller.deployment_changed(KEY, "7")
     assert runs[-1] == KEY
+
+
+def test_a_version_read_by_the_run_it_waited_for_is_not_reconciled_again() -> None:
+    runner = CountingRunner()
+    busy = runner.lock(KEY)
+    busy.acquire()  # a resume run is reading the Deployment at version 7
+    waiting = threading.Thread(target=runner.run, args=(KEY,),
+                               kwargs={"coalesce": True, "unless_seen": "7"})
+    waiting.start()  # the listing's event for version 7
+    wait_until(lambda: runner._waiting.get(KEY))
+    runner._deployment_version[KEY] = "7"  # what the resume run recorded
+    busy.release()
+    waiting.join(5)
+    assert runner.runs == 0
+
+
+def test_resume_skips_an_md_another_trigger_already_reconciled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelyard_operator.events import Outcome
+    from modelyard_operator.modeldeployment.controller import MDController
+
+    controller = MDController(Settings(mlflow_tracking_uri="http://mlflow:5000"))
+    runs: list[Any] = []
+    monkeypatch.setattr(controller, "reconcile", runs.append)
+    controller.resume(KEY)
+    steady = md(1, 1)
+    controller.runner._publish(steady, Outcome(status=steady.status))
+    controller.resume(KEY)
+    assert runs == [KEY]
