@@ -267,8 +267,12 @@ def cleanup(bench: Bench) -> None:
         # kopf's finalizer on runs with a timer; the operator is stopped, nothing else to clean.
         lambda: _drop_finalizers(bench, "trainingruns"),
         lambda: _drop_finalizers(bench, "modeldeployments"),
-        lambda: bench.webhook_id and mc.delete_webhook(bench.webhook_id),
-        lambda: parallel(mc.delete_registered_model, bench.models),
+        # Found by name, not by what this process remembers: a run that failed half-way (or
+        # a --keep run cleaned up later) has no such list.
+        lambda: [mc.delete_webhook(h.webhook_id) for h in mc.list_webhooks()
+                 if h.name == f"bench-{bench.bench_id}"],
+        lambda: parallel(mc.delete_registered_model, [m.name for m in mc.search_registered_models(
+            filter_string=f"name LIKE 'bench-{bench.bench_id}-%'")]),
         lambda: bench.experiment_id and mc.delete_experiment(bench.experiment_id),
         lambda: _wait_gone(lambda: core.read_namespace(bench.namespace), 120),
         *[(lambda n=n: core.delete_node(n)) for n in bench.nodes],
