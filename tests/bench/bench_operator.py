@@ -142,8 +142,13 @@ def quiet_window(op: OperatorProcess, bench: setup.Bench, seconds: float, models
     }
 
 
-def alias_moves(bench: setup.Bench, moves: int, per_model: dict[str, list[str]]) -> dict[str, Any]:
-    """Move the alias of ``moves`` models one after another; latency per affected Deployment."""
+def alias_moves(op: OperatorProcess, bench: setup.Bench, moves: int,
+                per_model: dict[str, list[str]]) -> dict[str, Any]:
+    """Move the alias of ``moves`` models one after another; latency per affected Deployment.
+
+    Each move waits until the operator is quiet again (the previous move's rollouts finished):
+    the figure is one alias move's, not a backlog's.
+    """
     mc = bench.mlflow()
     watch = VersionWatch(bench.api, bench.namespace)
     latencies: list[float] = []
@@ -151,10 +156,10 @@ def alias_moves(bench: setup.Bench, moves: int, per_model: dict[str, list[str]])
         for model in bench.models[:moves]:
             names = per_model[model]
             target = "2" if watch.current.get(names[0]) == "1" else "1"
+            settle(op, quiet=3, timeout=30)
             since = time.monotonic()
             mc.set_registered_model_alias(model, setup.ALIAS, target)
             latencies += watch.wait(names, target, since, timeout=60)
-            time.sleep(1)
     finally:
         watch.stop()
     ordered = sorted(latencies)
@@ -212,7 +217,7 @@ def run_size(size: int, args: argparse.Namespace, info: Any, kubectl: Path) -> d
         print(f"   ready after {result['create_to_ready_s']} s", flush=True)
         result["quiet"] = quiet_window(op, bench, args.quiet_seconds, models)
         print(f"   quiet: {result['quiet']}", flush=True)
-        result["alias"] = alias_moves(bench, min(args.alias_moves, models), per_model)
+        result["alias"] = alias_moves(op, bench, min(args.alias_moves, models), per_model)
         print(f"   alias: {result['alias']}", flush=True)
         result["rss_peak_mib"] = round(op.rss_peak(), 1)  # of this first process
         result["resync"] = resync(op, size)
@@ -221,7 +226,7 @@ def run_size(size: int, args: argparse.Namespace, info: Any, kubectl: Path) -> d
             old = {"MODELYARD_ALWAYS_APPLY": "true"}
             result["old_resync"] = resync(op, size, **old)
             result["old_quiet"] = quiet_window(op, bench, args.quiet_seconds, models)
-            result["old_alias"] = alias_moves(bench, min(args.alias_moves, models), per_model)
+            result["old_alias"] = alias_moves(op, bench, min(args.alias_moves, models), per_model)
             print(f"   always-apply: {result['old_resync']} {result['old_quiet']} "
                   f"{result['old_alias']}", flush=True)
     finally:
