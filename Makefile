@@ -13,7 +13,7 @@ HELM = $(shell PYTHONPATH=$(CURDIR)/k8s/local $(BIN)/python -c 'from localcluste
 COMPONENTS := operator serving training-image
 
 .PHONY: help host-deps dev prereqs binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
-        bench bench-serving bench-rollout images kind-up kind-down kind-load deploy demo clean
+        bench bench-serving bench-rollout bench-operator images kind-up kind-down kind-load deploy demo clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -75,7 +75,7 @@ cluster-up: prereqs ## start the local control plane, the real local node and ML
 cluster-down: ## stop it and delete its data
 	$(BIN)/python -m localcluster down
 
-bench: bench-serving bench-rollout ## all benchmarks
+bench: bench-serving bench-rollout bench-operator ## all benchmarks
 
 bench-rollout: ## shadow mirroring cost (side by side) and alias move -> promoted on the local cluster
 	cd tests/bench && ../../$(BIN)/python bench_mirror.py
@@ -83,6 +83,14 @@ bench-rollout: ## shadow mirroring cost (side by side) and alias move -> promote
 
 bench-serving: ## serving benchmark vs `mlflow models serve`, bare FastAPI and a raw ASGI floor (needs wrk: apt-get install wrk)
 	$(BIN)/python tests/bench/bench_serving.py
+
+# Full scale by default: 1,000 ModelDeployments over 100 models plus 200 TrainingRuns on kwok
+# nodes, with the old always-apply behaviour measured in the same run. Smaller, e.g.:
+#   make bench-operator BENCH_OPERATOR_ARGS="--sizes 20,50,100 --compare"
+# On a cluster started from another checkout, point MODELYARD_CLUSTER_DIR at its state dir.
+BENCH_OPERATOR_ARGS ?= --sizes 1000 --compare
+bench-operator: ## operator at scale: RSS, resync time, API writes, registry reads, alias-move latency
+	$(BIN)/python tests/bench/bench_operator.py $(BENCH_OPERATOR_ARGS)
 
 images: ## build the four images (operator, serving, training, mlflow): buildah here, Docker where an engine runs
 	MODELYARD_TAG=$(TAG) $(BIN)/python -m localcluster images

@@ -66,7 +66,7 @@ def import_handlers() -> list[str]:
 
 def run(settings: Settings) -> None:
     """Start metrics, load controllers and block in kopf's event loop."""
-    kube.configure()
+    kube.configure(always_apply=settings.always_apply)
     start_metrics_server(settings.metrics_port)
     import_handlers()
     peering_name = os.environ.get(PEERING_ENV, "")

@@ -43,6 +43,8 @@ class Outcome:
     observed: str = ""
     registry_error: RegistryError | None = None
     promotion: tuple[str, str] | None = None
+    # ModelDeployment: resourceVersion of the serving Deployment this pass read or wrote.
+    deployment_version: str | None = None
 
 
 def event_object(involved: dict[str, Any], event: Event, now: str) -> dict[str, Any]:

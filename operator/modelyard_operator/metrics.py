@@ -24,7 +24,8 @@ PlatformCollector(registry=REGISTRY)
 
 RECONCILES = Counter(
     "modelyard_operator_reconciles_total",
-    "Reconcile passes by resource kind and result (ok, waiting, error, invalid).",
+    "Reconcile passes by resource kind and result (ok, waiting, error, invalid; not run: "
+    "coalesced with a waiting pass, seen: nothing new since the last pass).",
     ["kind", "result"],
     registry=REGISTRY,
 )
@@ -49,6 +50,33 @@ REGISTRY_POLL_DURATION = Histogram(
 REGISTRY_ERRORS = Counter(
     "modelyard_operator_registry_errors_total",
     "Failed MLflow registry requests.",
+    registry=REGISTRY,
+)
+# Every request kube.py sends (kopf's own watches and patches are not included): at steady
+# state the write verbs (apply, create, patch, delete) should not move.
+KUBE_REQUESTS = Counter(
+    "modelyard_operator_kube_requests_total",
+    "Kubernetes API requests sent by the controllers, by verb and resource.",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
+APPLIES_SKIPPED = Counter(
+    "modelyard_operator_applies_skipped_total",
+    "Server-side applies not sent because the live object already matched, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+# After a restart this climbs to the number of ModelDeployments as each is first reconciled:
+# how long that takes is the operator's full-resync time.
+MODELDEPLOYMENTS_TRACKED = Gauge(
+    "modelyard_operator_modeldeployments_tracked",
+    "ModelDeployments reconciled at least once by this process and not deleted since.",
+    registry=REGISTRY,
+)
+REGISTRY_REQUESTS = Counter(
+    "modelyard_operator_registry_requests_total",
+    "MLflow registry requests, by call (one snapshot per distinct model per poll).",
+    ["call"],
     registry=REGISTRY,
 )
 WEBHOOK_EVENTS = Counter(

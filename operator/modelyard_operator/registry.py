@@ -138,6 +138,7 @@ class Registry:
 
     def snapshot(self, name: str) -> ModelSnapshot:
         """Aliases and per-stage latest versions of ``name`` in one request."""
+        metrics.REGISTRY_REQUESTS.labels(call="get_registered_model").inc()
         try:
             model = self._client.get_registered_model(name)
         except MlflowException as error:
@@ -153,6 +154,7 @@ class Registry:
         return ModelSnapshot(name=name, aliases=aliases, stages=stages)
 
     def _model_version(self, name: str, version: str) -> Any:
+        metrics.REGISTRY_REQUESTS.labels(call="get_model_version").inc()
         try:
             return self._client.get_model_version(name, version)
         except MlflowException as error:
@@ -171,6 +173,7 @@ class Registry:
 
     def tag_version(self, name: str, version: str, key: str, value: str) -> None:
         """Set a tag on a version: the operator's one registry write besides revertAlias."""
+        metrics.REGISTRY_REQUESTS.labels(call="set_model_version_tag").inc()
         try:
             self._client.set_model_version_tag(name, version, key, value)
         except MlflowException as error:
@@ -180,6 +183,7 @@ class Registry:
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version`` (rollback.revertAlias only)."""
+        metrics.REGISTRY_REQUESTS.labels(call="set_registered_model_alias").inc()
         try:
             self._client.set_registered_model_alias(name, alias, version)
         except MlflowException as error:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     allowed_volume_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_VOLUME_TYPES))
     allow_secret_refs: bool = False
+    # Send a server-side apply even when the live child already matches. Off: a resync that
+    # changes nothing writes nothing. On only to measure the difference (bench_operator.py).
+    always_apply: bool = False
 
     @field_validator("namespaces", "allowed_image_prefixes", "allowed_volume_types",
                      mode="before")

@@ -270,6 +270,10 @@ def start(state: Path, pki: PKI, api_url: str, host: str, admin_kubeconfig: Path
             str(bins["kwok"]), f"--kubeconfig={kcs['kwok']}", f"--config={_kwok_config(state)}",
             "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--node-ip={host}", "--node-name=modelyard-kwok", f"--server-address=127.0.0.1:{KWOK_PORT}",
+            # The heartbeat-with-lease stage writes node status only every ~10 minutes and
+            # counts on the lease; without one the node controller marks the fake nodes
+            # NotReady after ~50 s and flips their pods NotReady and back.
+            "--node-lease-duration-seconds=40",
         ], state)
 
 

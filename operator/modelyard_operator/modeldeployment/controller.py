@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from modelyard_operator import metrics
 from modelyard_operator.modeldeployment.models import InvalidSpec, ModelDeployment
 from modelyard_operator.modeldeployment.resolver import Resolver
 from modelyard_operator.modeldeployment.retrain import check_retrain
@@ -30,6 +32,10 @@ logger = logging.getLogger(__name__)
 RESYNC_TICK_SECONDS = 5.0
 API_RETRY_SECONDS = 5.0
 WEBHOOK_REGISTER_RETRY_SECONDS = 30.0
+# Same bound as kopf's handler pool (__main__.py): enough for one model's fan-out.
+WAKE_WORKERS = 16
+# Resyncs use at most this many of those threads, leaving the rest to registry wakes.
+RESYNC_CONCURRENCY = 4
 
 
 class MDController:
@@ -45,6 +51,7 @@ class MDController:
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         self.webhook = WebhookReceiver(self.watcher, secret)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._pool = ThreadPoolExecutor(max_workers=WAKE_WORKERS, thread_name_prefix="md-wake")
 
     async def start(self) -> None:
         if self.settings.webhook_enabled:
@@ -68,6 +75,7 @@ class MDController:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.webhook.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def reconcile(self, key: MDKey) -> None:
         """kopf create/update/resume path: errors become kopf's retry semantics."""
@@ -81,24 +89,54 @@ class MDController:
             raise kopf.TemporaryError(str(outcome.registry_error),
                                       delay=self.settings.poll_interval)
 
-    def reconcile_quietly(self, key: MDKey) -> None:
-        """Event/loop paths: not retried by kopf, so just log; the resync loop catches up."""
+    def resume(self, key: MDKey) -> None:
+        """kopf resume (operator start): only if no other trigger reconciled ``key`` yet.
+
+        After a restart the Deployments' listing often reaches an MD first; resuming it again
+        would double the work of a full resync.
+        """
+        if self.runner.reconciled(key):
+            metrics.RECONCILES.labels(kind="ModelDeployment", result="seen").inc()
+            return
+        self.reconcile(key)
+
+    def reconcile_quietly(self, key: MDKey, unless_seen: str | None = None) -> None:
+        """Event/loop paths: not retried by kopf, so just log; the resync loop catches up.
+
+        These only ask for a fresh look, so they coalesce with a run already waiting.
+        """
         try:
-            self.runner.run(key)
+            self.runner.run(key, coalesce=True, unless_seen=unless_seen)
         except InvalidSpec:
             pass  # already reported in status by the runner
         except Exception:
             logger.exception("reconcile of ModelDeployment %s/%s failed", *key)
 
+    def deployment_changed(self, key: MDKey, resource_version: str | None) -> None:
+        """A serving Deployment changed: reconcile unless the last run already saw this version."""
+        if self.runner.saw_deployment(key, resource_version):
+            metrics.RECONCILES.labels(kind="ModelDeployment", result="seen").inc()
+            return
+        self.reconcile_quietly(key, unless_seen=resource_version)
+
     async def _wake(self, key: MDKey) -> None:
-        await asyncio.to_thread(self.reconcile_quietly, key)
+        # A pool of its own: asyncio's default one has cpu+4 threads (6 here), too few for an
+        # alias move that wakes every ModelDeployment of a model at once.
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.reconcile_quietly, key)
 
     async def _resync_loop(self) -> None:
+        # A few at a time: one after another, a thousand steady MDs took longer than the
+        # minute between their resyncs; all at once, they would crowd out alias moves.
+        slots = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+        async def resync(key: MDKey) -> None:
+            async with slots:
+                await self._wake(key)
+
         while True:
             await asyncio.sleep(RESYNC_TICK_SECONDS)
-            for key in self.runner.known():
-                if self.runner.due_for_resync(key):
-                    await asyncio.to_thread(self.reconcile_quietly, key)
+            due = [key for key in self.runner.known() if self.runner.due_for_resync(key)]
+            await asyncio.gather(*(resync(key) for key in due))
 
     def _retrain_step(self, md: ModelDeployment) -> bool:
         event = check_retrain(md)

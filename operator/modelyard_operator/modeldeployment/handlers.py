@@ -46,22 +46,33 @@ async def stop_modeldeployment_controller(**_: Any) -> None:
 
 
 @kopf.on.resume(GROUP, VERSION, MD_PLURAL)
+def resume_modeldeployment(namespace: str | None, name: str, **_: Any) -> None:
+    controller().resume((str(namespace), name))
+
+
 @kopf.on.create(GROUP, VERSION, MD_PLURAL)
 @kopf.on.update(GROUP, VERSION, MD_PLURAL)
 def reconcile_modeldeployment(namespace: str | None, name: str, **_: Any) -> None:
     controller().reconcile((str(namespace), name))
 
 
-@kopf.on.event(GROUP, VERSION, MD_PLURAL)
-def modeldeployment_event(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
-    if type == "DELETED":  # stop polling its model and reading its drift
-        controller().runner.forget((str(namespace), name))
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+# Filtered with when=, so the status writes of every reconcile do not each cost a handler
+# call in kopf's thread pool.
+@kopf.on.event(GROUP, VERSION, MD_PLURAL, when=_deleted)
+def modeldeployment_event(namespace: str | None, name: str, **_: Any) -> None:
+    """Stop polling its model and reading its drift."""
+    controller().runner.forget((str(namespace), name))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OUR_DEPLOYMENTS)
-def serving_deployment_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+def serving_deployment_changed(namespace: str | None, labels: kopf.Labels, meta: kopf.Meta,
+                               **_: Any) -> None:
     """Rollout progress updates the MD's status now, not at the next resync."""
-    controller().reconcile_quietly((str(namespace), labels[MD_LABEL]))
+    controller().deployment_changed((str(namespace), labels[MD_LABEL]), meta.get("resourceVersion"))
 
 
 @kopf.on.event(GROUP, VERSION, "trainingruns", labels={RETRAIN_LABEL: kopf.PRESENT})

@@ -69,7 +69,15 @@ def resolve(md: ModelDeployment, resolver: Resolver) -> Resolution:
 
 
 def _prune(md: ModelDeployment, api_version: str, kind: str) -> None:
-    """Delete a child that the spec no longer asks for, but only one we created."""
+    """Delete a child that the spec no longer asks for, but only one we created.
+
+    Only a spec change can make a child unwanted, and status.observedGeneration trails the
+    generation until a reconcile of the new spec has finished (pruning included). So a
+    resync of an unchanged spec skips the lookup: at scale, these two reads of objects that
+    are almost never there were a third of every steady reconcile's requests.
+    """
+    if md.status.get("observedGeneration") == md.generation:
+        return
     existing = kube.get(api_version, kind, md.namespace, md.name)
     if kube.owned_by(existing, md.uid):
         kube.delete(api_version, kind, md.namespace, md.name)
@@ -81,8 +89,10 @@ def apply_children(
 ) -> dict[str, Any]:
     """Server-side apply every child; returns the live (stable) Deployment."""
     owner = md.body
-    kube.apply(build_service(md), owner=owner)
+    # The Deployment first: on an alias move it is the child that changes, and every
+    # request before it adds to the time until the new version rolls out.
     deployment = kube.apply(build_deployment(md, target, settings, replicas), owner=owner)
+    kube.apply(build_service(md), owner=owner)
     optional = (
         ("autoscaling/v2", "HorizontalPodAutoscaler", build_hpa(md)),
         ("policy/v1", "PodDisruptionBudget", build_pdb(md)),
@@ -150,4 +160,5 @@ def reconcile(md: ModelDeployment, settings: Settings, resolver: Resolver) -> Ou
         observed=f"!{error.reason}" if error else str(observed),
         registry_error=error,
         promotion=promotion,
+        deployment_version=((deployment or {}).get("metadata") or {}).get("resourceVersion"),
     )

@@ -3,6 +3,12 @@
 kopf handlers, the registry watcher, Deployment/TrainingRun events, the timer and the drift
 loop all end up in ``MDRunner.run``. A per-object lock serialises them, so two triggers never
 race on the same status, and every run starts from a fresh GET of the object.
+
+Triggers that only say "look again" (watch events, registry wakes, the resync loop) coalesce:
+when a run for the object is already waiting for its lock, that run will read everything
+fresh once it gets the lock, so another one queued behind it would only repeat it. A rollout
+sends several Deployment events per object; without this each became a full reconcile, and at
+scale they crowded out the reconciles an alias move is waiting for.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ class MDRunner:
         self.watcher: RegistryWatcher | None = None
         self._locks: dict[MDKey, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._waiting: dict[MDKey, int] = {}
         self._last_run: dict[MDKey, float] = {}
         self._last_status: dict[MDKey, dict[str, Any]] = {}
+        self._deployment_version: dict[MDKey, str | None] = {}
         self.retrain_keys: set[MDKey] = set()
 
     def lock(self, key: MDKey) -> threading.Lock:
@@ -64,15 +72,41 @@ class MDRunner:
             self.watcher.untrack(key)
         self.retrain_keys.discard(key)
         self._last_run.pop(key, None)
+        metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
         self._last_status.pop(key, None)
+        self._deployment_version.pop(key, None)
+
+    def reconciled(self, key: MDKey) -> bool:
+        """Whether a run of ``key`` finished in this process (and it was not deleted since)."""
+        return key in self._last_run
 
     def known(self) -> list[MDKey]:
         """Every MD reconciled at least once and not deleted since."""
         return sorted(self._last_run)
 
-    def run(self, key: MDKey) -> Outcome | None:
-        """Reconcile ``key`` now; raises InvalidSpec or lets API errors through."""
-        with self.lock(key):
+    def run(self, key: MDKey, coalesce: bool = False, unless_seen: str | None = None,
+            ) -> Outcome | None:
+        """Reconcile ``key`` now; raises InvalidSpec or lets API errors through.
+
+        ``coalesce``: return None at once when another run for ``key`` is already waiting.
+        ``unless_seen``: a serving Deployment's resourceVersion; return None when the last
+        run read that version, checked again once the lock is ours (after a restart the
+        listing's events arrive while the resume runs are still reading the same versions).
+        """
+        with self._guard:
+            if coalesce and self._waiting.get(key):
+                metrics.RECONCILES.labels(kind=MD_KIND, result="coalesced").inc()
+                return None
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
+            if self.saw_deployment(key, unless_seen):
+                metrics.RECONCILES.labels(kind=MD_KIND, result="seen").inc()
+                return None
             return self._run_locked(key)
 
     def run_with(self, key: MDKey, before: Callable[[ModelDeployment], bool]) -> Outcome | None:
@@ -132,7 +166,9 @@ class MDRunner:
         else:
             self.retrain_keys.discard(md.key)
         self._last_run[md.key] = time.monotonic()
+        metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
         self._last_status[md.key] = outcome.status
+        self._deployment_version[md.key] = outcome.deployment_version
 
     def post_events(self, md: ModelDeployment, events: list[Event]) -> None:
         post(md.body, events)
@@ -149,6 +185,12 @@ class MDRunner:
             kube.patch_status(API_VERSION, MD_PLURAL, key[0], key[1], new)
             if body:
                 post(body, [Event("Warning", error.reason, str(error))])
+
+    def saw_deployment(self, key: MDKey, resource_version: str | None) -> bool:
+        """Whether the last finished run of ``key`` already read (or wrote) this version of its
+        serving Deployment: an event for it then tells nothing new (our own write's echo, or
+        the initial listing after a restart)."""
+        return resource_version is not None and self._deployment_version.get(key) == resource_version
 
     def due_for_resync(self, key: MDKey) -> bool:
         """Resync gate: every tick while unsteady, else once per STEADY_RESYNC_SECONDS."""
