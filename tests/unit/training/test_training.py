@@ -314,10 +314,11 @@ def test_metrics_are_logged_once_and_linked_to_the_logged_model(mlflow_store: St
     assert len(client.get_metric_history(message["runId"], "accuracy")) == 1
 
 
-def test_env_defaults_quiet_git_and_single_threaded_blas_unless_the_pod_says_otherwise() -> None:
+def test_env_defaults_quiet_libraries_and_single_threaded_blas_unless_the_pod_says_otherwise() -> None:
     env: dict[str, str] = {}
     apply_env_defaults(env)
     assert env["OPENBLAS_NUM_THREADS"] == "1" and env["GIT_PYTHON_REFRESH"] == "quiet"
+    assert env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
     assert env.keys() >= HTTP_DEFAULTS.keys()
     env = {"OMP_NUM_THREADS": "4"}
     apply_env_defaults(env)
