@@ -150,8 +150,7 @@ def run_select(config: TrainingConfig, client: MlflowClient) -> TrainingResult:
         "best trial %d (run %s): %s=%.4g", best.trial, best.run_id, objective.metric, best.metrics[objective.metric]
     )
     with mlflow_guard("registering the best trial"):
-        model_uri = client.get_run(best.run_id).data.tags[TAG_MODEL_URI]
-        version = register(model_uri, spec.model.name, run, spec.model.tags)
+        version = register(best.model_uri, spec.model.name, run, spec.model.tags)
         client.set_tag(best.run_id, TAG_SELECTED, "true")
     log.info("registered %s version %s", spec.model.name, version.version)
     return _finish(
