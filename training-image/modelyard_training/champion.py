@@ -10,6 +10,7 @@ could not measure" would let a worse model through.
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,20 +70,25 @@ def current_holder(client: MlflowClient, model_name: str, target: CompareTo) -> 
 
 def score_champion(model_name: str, version: str, task: Task, features: list[str], parts: Split) -> ChampionScore:
     """Load version ``version`` and evaluate it on ``parts.x_test``/``parts.y_test``."""
-    import mlflow.models
+    import mlflow.artifacts
     import mlflow.sklearn
+    from mlflow.models import Model
 
     from .evaluation import evaluate
 
     uri = f"models:/{model_name}/{version}"
     try:
-        info = mlflow.models.get_model_info(uri)
-        estimator = mlflow.sklearn.load_model(uri)
+        # One download for the signature and the model: given the URI, each would resolve it,
+        # list the artifacts and download them again (6 more round trips).
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            signature = Model.load(local).signature
+            estimator = mlflow.sklearn.load_model(local)
     except MlflowException as exc:
         return ChampionScore(version, error=f"cannot load {uri}: {exc.message}")
     except Exception as exc:  # noqa: BLE001 - another flavor, a broken artifact: not comparable
         return ChampionScore(version, error=f"cannot load {uri}: {type(exc).__name__}: {exc}")
-    columns, problem = _columns(info.signature, features)
+    columns, problem = _columns(signature, features)
     if problem is not None:
         return ChampionScore(version, error=f"version {version} {problem}")
     if (task == "classification") != hasattr(estimator, "classes_"):

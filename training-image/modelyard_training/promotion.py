@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
 
 from .champion import ChampionScore, current_holder, stage_api
 from .config import PromotionSpec
@@ -177,11 +178,13 @@ def promote(
 
 
 def record(client: MlflowClient, run_id: str, decision: Decision) -> None:
-    """Log the champion's metrics (prefixed) and the decision on the challenger's run."""
+    """Log the champion's metrics (prefixed) and the decision on the challenger's run, in one
+    request rather than one per metric and tag."""
     champion = decision.champion
+    metrics: list[Metric] = []
+    tags = [RunTag(TAG_PROMOTION, decision.message[:5000])]
     if champion is not None:
         timestamp = int(time.time() * 1000)
-        for name, value in champion.metrics.items():
-            client.log_metric(run_id, f"{CHAMPION_PREFIX}{name}", value, timestamp=timestamp)
-        client.set_tag(run_id, TAG_CHAMPION_VERSION, champion.version)
-    client.set_tag(run_id, TAG_PROMOTION, decision.message[:5000])
+        metrics = [Metric(f"{CHAMPION_PREFIX}{name}", value, timestamp, 0) for name, value in champion.metrics.items()]
+        tags.append(RunTag(TAG_CHAMPION_VERSION, champion.version))
+    client.log_batch(run_id, metrics=metrics, tags=tags)

@@ -87,6 +87,9 @@ class TrialOutcome:
     trial: int
     run_id: str
     metrics: dict[str, float]
+    # The trial's logged model, from the search that found the trial: `select` registers it
+    # without reading the run again.
+    model_uri: str
 
 
 def pick_best(trials: Sequence[TrialOutcome], objective: Objective) -> TrialOutcome | None:

@@ -103,7 +103,12 @@ def finished_runs(client: MlflowClient, experiment_id: str, uid: str, extra_filt
 
 def trial_outcomes(client: MlflowClient, experiment_id: str, uid: str) -> list[TrialOutcome]:
     return [
-        TrialOutcome(trial=int(r.data.tags[TAG_TRIAL]), run_id=r.info.run_id, metrics=dict(r.data.metrics))
+        TrialOutcome(
+            trial=int(r.data.tags[TAG_TRIAL]),
+            run_id=r.info.run_id,
+            metrics=dict(r.data.metrics),
+            model_uri=r.data.tags[TAG_MODEL_URI],
+        )
         for r in finished_runs(client, experiment_id, uid)
         if TAG_TRIAL in r.data.tags and TAG_MODEL_URI in r.data.tags
     ]

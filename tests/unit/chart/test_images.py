@@ -47,6 +47,15 @@ def test_one_parameterised_dockerfile_for_every_image() -> None:
     assert "--require-hashes" in install and "--no-deps" in install and "requirements.lock" in install
 
 
+def test_runtime_stage_has_the_standard_library_compiled() -> None:
+    # python:3.11-slim ships the stdlib without bytecode and pods cannot write any.
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    runtime = text[text.index("FROM ${PYTHON_IMAGE}\n") :].splitlines()
+    assert any(
+        line.startswith("RUN python -m compileall") and 'get_path("stdlib")' in line for line in runtime
+    ), "the runtime stage compiles the base image's standard library"
+
+
 def test_build_context_allows_only_what_the_images_copy() -> None:
     allowed = {line[1:] for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
     for component, package in {**COMPONENTS, "training-image": "modelyard_training"}.items():

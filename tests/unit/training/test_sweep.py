@@ -64,7 +64,7 @@ def test_negative_index_is_rejected() -> None:
 
 
 def outcome(trial: int, **metrics: float) -> TrialOutcome:
-    return TrialOutcome(trial=trial, run_id=f"run-{trial}", metrics=metrics)
+    return TrialOutcome(trial=trial, run_id=f"run-{trial}", metrics=metrics, model_uri=f"models:/m-{trial}")
 
 
 def test_pick_best_by_direction_with_ties_to_lowest_index() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from modelyard_training.__main__ import HTTP_DEFAULTS, main, run
+from modelyard_training.__main__ import HTTP_DEFAULTS, apply_env_defaults, main, run
 from modelyard_training.config import parse_config
 from modelyard_training.sweep import trial_params
 
@@ -301,3 +301,28 @@ def test_main_writes_the_termination_message(mlflow_store: Store) -> None:
     message = json.loads(Path(env["MODELYARD_TERMINATION_LOG"]).read_text())
     assert message["ok"] is True and message["version"] == "1"
     assert len(Path(env["MODELYARD_TERMINATION_LOG"]).read_bytes()) < 4096
+
+
+def test_metrics_are_logged_once_and_linked_to_the_logged_model(mlflow_store: Store) -> None:
+    code, message = train(mlflow_store, configure(unique("linked")))
+    assert code == 0, message
+    client = MlflowClient(mlflow_store.tracking_uri)
+    (output,) = client.get_run(message["runId"]).outputs.model_outputs
+    model_metrics = {m.key: m.value for m in client.get_logged_model(output.model_id).metrics or []}
+    assert model_metrics == pytest.approx(message["metrics"])
+    # One value per metric in the run: MLflow's copy onto the model is not a second logging.
+    assert len(client.get_metric_history(message["runId"], "accuracy")) == 1
+
+
+def test_env_defaults_quiet_libraries_and_single_threaded_blas_unless_the_pod_says_otherwise() -> None:
+    env: dict[str, str] = {}
+    apply_env_defaults(env)
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["GIT_PYTHON_REFRESH"] == "quiet"
+    assert env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+    assert env.keys() >= HTTP_DEFAULTS.keys()
+    env = {"OMP_NUM_THREADS": "4"}
+    apply_env_defaults(env)
+    assert env["OPENBLAS_NUM_THREADS"] == "4"  # OpenBLAS would follow OMP_NUM_THREADS itself
+    env = {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "4"}
+    apply_env_defaults(env)
+    assert env["OPENBLAS_NUM_THREADS"] == "2"
