@@ -44,6 +44,7 @@ from operator_probe import (
     api_port_taken,
     delta,
     image_python,
+    report,
 )
 
 MD = "ModelDeployment"
@@ -234,44 +235,6 @@ def run_size(size: int, args: argparse.Namespace, info: Any, kubectl: Path) -> d
         if not args.keep:
             setup.cleanup(bench)
     return result
-
-
-def report(results: list[dict[str, Any]], compare: bool) -> str:
-    rows = [
-        ("create → all resolved, Deployments applied (s)", lambda r: r["create_to_resolved_s"]),
-        ("create → all Ready, pods on kwok (s)", lambda r: r["create_to_ready_s"]),
-        ("full resync after restart (s)", lambda r: r["resync"]["seconds"]),
-        ("operator writes/min, quiet", lambda r: r["quiet"]["operator_writes_per_min"]),
-        ("operator reads/min, quiet", lambda r: r["quiet"]["operator_reads_per_min"]),
-        ("API server writes/min, quiet (cluster-wide)", lambda r: r["quiet"]["apiserver_writes_per_min"]),
-        ("API server applies to Deployments+Services/min (cluster-wide)",
-         lambda r: r["quiet"]["apiserver_applies_per_min"]),
-        ("MD reconciles/min, quiet", lambda r: r["quiet"]["md_reconciles_per_min"]),
-        ("operator CPU, quiet (% of one core)", lambda r: r["quiet"]["operator_cpu_pct"]),
-        ("registry snapshots per poll interval / distinct models",
-         lambda r: f"{r['quiet']['registry_snapshots_per_poll']} / {r['models']}"),
-        ("alias move → Deployments p50 / p99 (s)", lambda r: f"{r['alias']['p50_s']} / {r['alias']['p99_s']}"),
-        ("RSS idle / after create / peak (MiB)",
-         lambda r: f"{r['rss_idle_mib']} / {r['rss_after_create_mib']} / {r['rss_peak_mib']}"),
-        ("RSS after a restart's full resync, peak (MiB)", lambda r: r["resync"]["rss_peak_mib"]),
-    ]
-    if compare:
-        rows += [
-            ("always-apply: full resync (s)", lambda r: r["old_resync"]["seconds"]),
-            ("always-apply: operator writes/min, quiet", lambda r: r["old_quiet"]["operator_writes_per_min"]),
-            ("always-apply: operator reads/min, quiet", lambda r: r["old_quiet"]["operator_reads_per_min"]),
-            ("always-apply: API server writes/min (cluster-wide)",
-             lambda r: r["old_quiet"]["apiserver_writes_per_min"]),
-            ("always-apply: API server applies to Deployments+Services/min",
-             lambda r: r["old_quiet"]["apiserver_applies_per_min"]),
-            ("always-apply: alias p50 / p99 (s)",
-             lambda r: f"{r['old_alias']['p50_s']} / {r['old_alias']['p99_s']}"),
-        ]
-    head = "| | " + " | ".join(f"{r['mds']} MDs / {r['models']} models / {r['training_runs']} TRs"
-                                for r in results) + " |"
-    lines = [head, "|---|" + "---:|" * len(results)]
-    lines += [f"| {name} | " + " | ".join(str(get(r)) for r in results) + " |" for name, get in rows]
-    return "\n".join(lines)
 
 
 def main() -> None:
