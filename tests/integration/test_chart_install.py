@@ -201,7 +201,8 @@ def test_chart_service_account_cannot_do_what_it_was_not_granted(cluster: Any, r
     assert can("patch", "trainingruns.modelyard.io/status", "-n", ns)
     assert not can("get", "secrets", "-n", ns)
     assert can("delete", "deployments.apps", "-n", ns)  # a Canary candidate is removed when it ends
-    assert not can("delete", "services", "-n", ns)
+    assert can("delete", "services", "-n", ns)  # a Shadow rollout's own Service
+    assert not can("delete", "configmaps", "-n", ns)
     assert not can("delete", "jobs.batch", "-n", ns)
     assert not can("create", "clusterroles.rbac.authorization.k8s.io")
     assert can("create", "deployments.apps", "-n", "kube-system") is (release["mode"] == "cluster-wide")

@@ -67,10 +67,11 @@ tests/unit/chart/test_chart_rbac.py keeps this list and the operator code in ste
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# application: serving Services, server-side applied.
+# application: serving Services, server-side applied (read first: an apply that would change
+# nothing is skipped); a Shadow rollout's <md>-shadow Service is deleted when the shadow ends.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch", "delete"]
 # application: drift is read from each serving pod, found through the Service's EndpointSlices.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]

@@ -63,7 +63,12 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
         "list": r'@kopf\.on\.event\("apps", "v1", "deployments"',
         "watch": r'@kopf\.on\.event\("apps", "v1", "deployments"',
     },
-    ("", "services"): {"create": r"kube\.apply\(build_service\(", "patch": r"kube\.apply\(build_service\("},
+    ("", "services"): {
+        "get": r"live = get\(\*key\)",  # kube.apply reads before it applies
+        "create": r"kube\.apply\(build_service\(",
+        "patch": r"kube\.apply\(build_service\(",
+        "delete": r'kube\.delete\("v1", "Service"',  # a shadow rollout's Service
+    },
     ("discovery.k8s.io", "endpointslices"): {"list": r'kube\.list_\("discovery\.k8s\.io/v1", "EndpointSlice"'},
     ("autoscaling", "horizontalpodautoscalers"): {
         "get": r'"HorizontalPodAutoscaler", build_hpa',  # pruned: get + delete when unset
