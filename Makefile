@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)/k8s/local
 HELM = $(shell PYTHONPATH=$(CURDIR)/k8s/local $(BIN)/python -c 'from localcluster import binaries; print(binaries.ensure_helm())' 2>/dev/null | tail -1)
 COMPONENTS := operator serving training-image
 
-.PHONY: help host-deps dev prereqs binaries lock chart-crds monitoring-up test test-production-mlflow test-unit test-integration lint typecheck cluster-up cluster-down \
+.PHONY: help host-deps dev prereqs binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
         bench bench-serving bench-rollout bench-operator images kind-up kind-down kind-load deploy demo clean
 
 help: ## list targets
@@ -48,12 +48,9 @@ prereqs: ## binaries and images, side by side
 # mlflow_backend (train, register, serve, follow an alias, webhook, store outages) run again with
 # MLflow on PostgreSQL + S3 (versitygw): the cluster is kept in between and only MLflow restarts.
 # A cluster that was already up before `make test` stays up, on its own backend.
-test: prereqs ## the whole suite: unit + integration (starts the local cluster and MLflow)
-	$(BIN)/pytest tests -ra -m "not production_mlflow"
-
-test-production-mlflow: prereqs ## issue 12's tests (PostgreSQL + S3, datasets), then the MLflow tests on postgres-s3
+test: prereqs ## the whole suite: unit + integration (starts the local cluster and MLflow), then the MLflow tests on PostgreSQL + S3
 	@up_before=$$($(BIN)/python -c 'from localcluster import cluster; print(int(all(cluster.status().values())))'); \
-	MODELYARD_KEEP_CLUSTER=1 $(BIN)/pytest tests -ra -m production_mlflow; rc=$$?; \
+	MODELYARD_KEEP_CLUSTER=1 $(BIN)/pytest tests -ra -m "not postgres_s3"; rc=$$?; \
 	if [ "$$up_before" = 1 ]; then down=; else down=1; fi; \
 	MODELYARD_MLFLOW_BACKEND=postgres-s3 MODELYARD_CLUSTER_DOWN=$$down \
 		$(BIN)/pytest tests/integration -m mlflow_backend -ra || rc=1; \

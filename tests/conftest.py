@@ -206,9 +206,9 @@ class Operator:
 
 @pytest.fixture
 def postgres_s3(cluster: Cluster) -> Cluster:
-    """The cluster, when its MLflow runs on postgres-s3 (`make test-production-mlflow`, pass 2); else skip."""
+    """The cluster, when its MLflow runs on postgres-s3 (the second pass of `make test`); else skip."""
     if cluster.mlflow_backend != "postgres-s3":
-        pytest.skip("needs MODELYARD_MLFLOW_BACKEND=postgres-s3 (the second pass of `make test-production-mlflow`)")
+        pytest.skip("needs MODELYARD_MLFLOW_BACKEND=postgres-s3 (the second pass of `make test`)")
     return cluster
 
 

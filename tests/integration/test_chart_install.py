@@ -322,7 +322,6 @@ def postgres_s3_release(cluster: Any, chart_namespace: str, crds: Any, s3_store:
         chartlib.helm("uninstall", name, "--namespace", ns, "--wait", env=helm_env(cluster))
 
 
-@pytest.mark.production_mlflow
 def test_chart_mlflow_on_postgres_and_s3_runs_the_full_flow(cluster: Any, postgres_s3_release: dict[str, Any]) -> None:
     rel = postgres_s3_release
     ns, name = rel["namespace"], rel["name"]

@@ -26,7 +26,7 @@ from tests.helpers import kubectl_apply, mlflow_client
 
 from .test_trainingrun import model_name, tr_manifest, wait_phase
 
-pytestmark = [pytest.mark.integration, pytest.mark.production_mlflow]
+pytestmark = pytest.mark.integration
 
 
 @dataclass(frozen=True)

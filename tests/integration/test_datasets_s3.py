@@ -20,7 +20,7 @@ from tests.helpers import condition, kubectl_apply, mlflow_client
 
 from .test_trainingrun import model_name, pods_of, tr_manifest, wait_phase
 
-pytestmark = [pytest.mark.integration, pytest.mark.production_mlflow]
+pytestmark = pytest.mark.integration
 
 
 def _upload_iris_csv(s3_store: Any, key: str) -> bytes:

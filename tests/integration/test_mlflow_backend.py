@@ -26,7 +26,7 @@ from .test_modeldeployment import (
 )
 from .test_modeldeployment_safety import _children_fingerprint
 
-pytestmark = [pytest.mark.integration, pytest.mark.mlflow_backend, pytest.mark.production_mlflow]
+pytestmark = [pytest.mark.integration, pytest.mark.mlflow_backend, pytest.mark.postgres_s3]
 
 
 def test_postgres_outage_changes_nothing_and_recovers(postgres_s3: Any, namespace: str, operator: Any) -> None:

@@ -25,7 +25,7 @@ import pytest
 from tests.helpers import free_port, version_artifact_location, wait_for
 
 # A hung download must fail the test, not wait for the suite-wide 900 s.
-pytestmark = [pytest.mark.stores, pytest.mark.production_mlflow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.stores, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 
