@@ -46,6 +46,9 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Sync handlers (all of ours: kube.py is synchronous) run in this pool; bound it so a
     # burst of objects cannot open an unbounded number of API connections.
     settings.execution.max_workers = 16
+    # The listing before each watch (at start, and after an expired one) comes in chunks:
+    # one response with a thousand objects is a memory spike that fragmentation then keeps.
+    settings.watching.chunk_size = 200
     # Persistence keeps kopf's defaults (progress and diff-base in annotations): handlers are
     # level-based, so no state of ours lives there. No finalizers: TrainingRun children are
     # garbage-collected through ownerReferences, and MLflow history must outlive the run.

@@ -45,7 +45,9 @@ class MDRunner:
         self._guard = threading.Lock()
         self._waiting: dict[MDKey, int] = {}
         self._last_run: dict[MDKey, float] = {}
-        self._last_status: dict[MDKey, dict[str, Any]] = {}
+        # Only whether the last status was steady: a thousand whole status copies were
+        # long-lived objects born amid each reconcile's parsed responses, pinning memory.
+        self._steady: dict[MDKey, bool] = {}
         self._deployment_version: dict[MDKey, str | None] = {}
         self.retrain_keys: set[MDKey] = set()
 
@@ -73,7 +75,7 @@ class MDRunner:
         self.retrain_keys.discard(key)
         self._last_run.pop(key, None)
         metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
-        self._last_status.pop(key, None)
+        self._steady.pop(key, None)
         self._deployment_version.pop(key, None)
 
     def reconciled(self, key: MDKey) -> bool:
@@ -167,7 +169,7 @@ class MDRunner:
             self.retrain_keys.discard(md.key)
         self._last_run[md.key] = time.monotonic()
         metrics.MODELDEPLOYMENTS_TRACKED.set(len(self._last_run))
-        self._last_status[md.key] = outcome.status
+        self._steady[md.key] = steady(outcome.status)
         self._deployment_version[md.key] = outcome.deployment_version
 
     def post_events(self, md: ModelDeployment, events: list[Event]) -> None:
@@ -194,10 +196,14 @@ class MDRunner:
 
     def due_for_resync(self, key: MDKey) -> bool:
         """Resync gate: every tick while unsteady, else once per STEADY_RESYNC_SECONDS."""
-        status = self._last_status.get(key) or {}
-        steady = all(
-            any(c.get("type") == t and c.get("status") == s for c in status.get("conditions") or [])
-            for t, s in (("Ready", "True"), ("Progressing", "False"), ("Degraded", "False"))
-        )
         last = self._last_run.get(key)
-        return not steady or last is None or time.monotonic() - last >= STEADY_RESYNC_SECONDS
+        return (not self._steady.get(key) or last is None
+                or time.monotonic() - last >= STEADY_RESYNC_SECONDS)
+
+
+def steady(status: dict[str, Any]) -> bool:
+    """Ready, not progressing, not degraded: nothing to watch closely."""
+    return all(
+        any(c.get("type") == t and c.get("status") == s for c in status.get("conditions") or [])
+        for t, s in (("Ready", "True"), ("Progressing", "False"), ("Degraded", "False"))
+    )
