@@ -13,7 +13,7 @@ HELM = $(shell PYTHONPATH=$(CURDIR)/k8s/local $(BIN)/python -c 'from localcluste
 COMPONENTS := operator serving training-image
 
 .PHONY: help host-deps dev prereqs binaries lock chart-crds monitoring-up test test-unit test-integration lint typecheck cluster-up cluster-down \
-        bench bench-serving bench-rollout bench-operator images kind-up kind-down kind-load deploy demo clean
+        bench bench-serving bench-rollout bench-operator bench-node images kind-up kind-down kind-load deploy demo clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -75,7 +75,10 @@ cluster-up: prereqs ## start the local control plane, the real local node and ML
 cluster-down: ## stop it and delete its data
 	$(BIN)/python -m localcluster down
 
-bench: bench-serving bench-rollout bench-operator ## all benchmarks
+bench: bench-serving bench-rollout bench-operator bench-node ## all benchmarks
+
+bench-node: ## on the real node: iris TrainingRun apply -> Succeeded and serving pod created -> Ready, by phase
+	$(BIN)/pytest -s -q -p no:cacheprovider tests/bench/bench_node_start.py
 
 bench-rollout: ## shadow mirroring cost (side by side) and alias move -> promoted on the local cluster
 	cd tests/bench && ../../$(BIN)/python bench_mirror.py
