@@ -17,7 +17,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from modelyard_operator import metrics
+from modelyard_operator import memory, metrics
 from modelyard_operator.modeldeployment.models import InvalidSpec, ModelDeployment
 from modelyard_operator.modeldeployment.resolver import Resolver
 from modelyard_operator.modeldeployment.retrain import check_retrain
@@ -137,6 +137,8 @@ class MDController:
             await asyncio.sleep(RESYNC_TICK_SECONDS)
             due = [key for key in self.runner.known() if self.runner.due_for_resync(key)]
             await asyncio.gather(*(resync(key) for key in due))
+            if due:
+                await asyncio.to_thread(memory.release)
 
     def _retrain_step(self, md: ModelDeployment) -> bool:
         event = check_retrain(md)
