@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
-from .imports import frozen_imports
+from .imports import frozen_imports, import_scipy_special
 
 # The runtime retries a failed model load itself, with capped backoff. MLflow's own per-request
 # retries (7, with minutes of backoff) would only hold a failing download (an artifact store
@@ -45,6 +45,7 @@ def apply_env_defaults(environ: MutableMapping[str, str]) -> None:
 def main() -> None:
     apply_env_defaults(os.environ)
     # Imported here, after the defaults above, and with the collector paused (imports.py).
+    import_scipy_special()
     with frozen_imports():
         import uvicorn
 
