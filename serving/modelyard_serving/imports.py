@@ -9,7 +9,7 @@ docs/benchmarks.md, "Training run" and "Cold start", has the measurements):
   and next to no garbage, yet trigger full collections of all of them. Freezing them afterwards
   keeps every later collection (the one before serving, and those requests trigger) from
   scanning them again.
-- ``scipy.special`` is imported early: skops, the model format, names each of ~900 SciPy ufuncs
+- ``scipy.special`` is imported early: skops, the model format, names each of ~230 SciPy ufuncs
   at import by scanning ``sys.modules`` in insertion order until ``scipy.special``, so every
   module imported before it lengthens that scan. The entrypoint imports it before FastAPI
   (~430 modules ahead of it instead of ~890: ``import skops.io`` 0.8-1.1 -> 0.4-0.5 CPU s); a
