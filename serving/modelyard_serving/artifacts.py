@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .imports import frozen_imports
 from .signature import ModelLoadError
 
 MLMODEL = "MLmodel"
@@ -108,7 +109,8 @@ def _deserialize(path: Path, flavor: dict[str, Any]) -> Any:
         raise ModelLoadError("model deserialization is disabled (MLFLOW_ALLOW_PICKLE_DESERIALIZATION is not true)")
     serialization = flavor.get("serialization_format", "pickle")
     if serialization == "skops":
-        import skops.io
+        with frozen_imports():
+            import skops.io
 
         return skops.io.load(path, trusted=flavor.get("skops_trusted_types"))
     with path.open("rb") as file:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .drift import FeatureReference, ProfileError, parse_profile
 from .errors import PredictionFailed
+from .imports import import_model_libraries
 from .signature import InputSpec, ModelLoadError, input_spec_from
 
 log = logging.getLogger("modelyard_serving.model_store")
@@ -108,6 +109,7 @@ class ModelStore:
             raise ModelLoadError("MODELYARD_MODEL_URI is not set")
         from .artifacts import fetch_sklearn_model, resolve
 
+        import_model_libraries()
         source = resolve(self.model_uri)
         workdir = Path(tempfile.mkdtemp(prefix="modelyard-model-"))
         try:

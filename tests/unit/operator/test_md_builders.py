@@ -79,7 +79,7 @@ GOLDEN_DEPLOYMENT: dict[str, Any] = {
                                   "limits": {"memory": "512Mi"}},
                     "readinessProbe": {
                         "httpGet": {"path": "/readyz", "port": "http"},
-                        "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 2,
+                        "periodSeconds": 1, "timeoutSeconds": 2, "failureThreshold": 4,
                     },
                     "livenessProbe": {
                         "httpGet": {"path": "/healthz", "port": "http"},
