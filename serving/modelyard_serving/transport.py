@@ -29,6 +29,7 @@ from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import InvalidInput, PayloadTooLarge, ServingError, Unauthorized, UnsupportedMediaType, error_response
+from .logging import AccessLog
 from .metrics import ServingMetrics
 
 JSON = "application/json"
@@ -194,7 +195,7 @@ class ObservabilityMiddleware:
         app: ASGIApp,
         *,
         metrics: ServingMetrics,
-        access_log: Callable[[dict[str, Any]], None] | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -213,28 +214,15 @@ class ObservabilityMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_flight = self.metrics.in_flight
-        in_flight.inc()
+        metrics = self.metrics
+        metrics.in_flight += 1  # only the event loop thread runs this
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            in_flight.dec()
+            metrics.in_flight -= 1
             elapsed = time.perf_counter() - started
             route = scope.get(ROUTE_KEY) or getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.observe_request(route, scope["method"], status, elapsed)
             if self.access_log is not None:
-                _log(self.access_log, scope, route, status, elapsed)
-
-
-def _log(write: Callable[[dict[str, Any]], None], scope: Scope, route: str, status: int, elapsed: float) -> None:
-    client = scope.get("client")
-    write(
-        {
-            "method": scope["method"],
-            "path": scope["path"],
-            "route": route,
-            "status": status,
-            "durationMs": round(elapsed * 1000, 3),
-            "client": client[0] if client else None,
-        }
-    )
+                client = scope.get("client")
+                self.access_log(scope["method"], scope["path"], route, status, elapsed, client[0] if client else None)
