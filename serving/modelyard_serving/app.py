@@ -35,6 +35,7 @@ from .transport import (
     ApiKeyCheck,
     JsonHandler,
     ObservabilityMiddleware,
+    RawRoutes,
     dumps,
     json_response,
     raw_json_route,
@@ -66,6 +67,9 @@ def create_app(settings: ServingSettings, model_store: ModelStore | None = None)
     app.state.runtime = runtime
     install_error_handlers(app)
     access_log = AccessLog() if settings.access_log else None
+    # Added first, so it runs inside the observability middleware: metrics and logs still see
+    # every request it answers.
+    app.add_middleware(RawRoutes, router=app.router)
     app.add_middleware(ObservabilityMiddleware, metrics=runtime.metrics, access_log=access_log)
     auth = ApiKeyCheck(settings.api_key.get_secret_value() if settings.api_key else None)
     predict = predict_handler(runtime, auth, settings.max_body_bytes)

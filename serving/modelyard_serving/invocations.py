@@ -25,22 +25,23 @@ from .validation import parse_json, rows_to_matrix
 
 PATH = "/invocations"
 INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_EXPECTED = ", ".join(INPUT_FORMATS)
+_BODY_KEYS = frozenset({*INPUT_FORMATS, "params"})
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 503)}
 
 
 def rows_from_invocations_body(payload: Any, spec: InputSpec) -> np.ndarray:
     """Exactly one input format (plus optional ``params``) -> a validated float64 matrix."""
-    expected = ", ".join(INPUT_FORMATS)
     if not isinstance(payload, dict):
-        raise InvalidInput(f"body must be a JSON object with one of {expected}", field="body")
-    unknown = [key for key in payload if key not in INPUT_FORMATS and key != "params"]
+        raise InvalidInput(f"body must be a JSON object with one of {_EXPECTED}", field="body")
+    unknown = [] if payload.keys() <= _BODY_KEYS else [key for key in payload if key not in _BODY_KEYS]
     if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r}; expected one of {expected} (and params)", field=unknown[0])
+        raise InvalidInput(f"unknown field {unknown[0]!r}; expected one of {_EXPECTED} (and params)", field=unknown[0])
     given = [key for key in INPUT_FORMATS if key in payload]
     if len(given) != 1:
         found = f"got {', '.join(given)}" if given else "got none"
-        raise InvalidInput(f"body needs exactly one of {expected} ({found})", field="body")
+        raise InvalidInput(f"body needs exactly one of {_EXPECTED} ({found})", field="body")
     params = payload.get("params")
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("params must be an object", field="params")
@@ -67,7 +68,7 @@ def _from_split(split: Any, spec: InputSpec) -> np.ndarray:
     where = "dataframe_split"
     if not isinstance(split, dict):
         raise InvalidInput(f"{where} must be an object with columns and data", field=where)
-    extra = [key for key in split if key not in _SPLIT_KEYS]
+    extra = [] if split.keys() <= _SPLIT_KEYS else [key for key in split if key not in _SPLIT_KEYS]
     if extra:
         raise InvalidInput(f"{where} has unknown field {extra[0]!r}; expected columns, data, index", field=where)
     data, columns, index = split.get("data"), split.get("columns"), split.get("index")
@@ -75,7 +76,7 @@ def _from_split(split: Any, spec: InputSpec) -> np.ndarray:
         raise InvalidInput(f"{where}.data must be a list of rows", field=f"{where}.data")
     if index is not None and (not isinstance(index, list) or len(index) != len(data)):
         raise InvalidInput(f"{where}.index must be a list with one label per row", field=f"{where}.index")
-    key = f"{where}.data"
+    key = "dataframe_split.data"
     if columns is None or spec.names is None or columns == list(spec.names):
         return _rows(data, spec, key)
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):

@@ -65,7 +65,11 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Requests being handled right now.", registry=r)
+        # A plain int the middleware bumps, read by the gauge at scrape time: Gauge.inc/dec take a
+        # lock and check observability on every call, twice per request.
+        self.in_flight = 0
+        self.in_flight_gauge = Gauge(f"{PREFIX}_requests_in_flight", "Requests being handled right now.", registry=r)
+        self.in_flight_gauge.set_function(lambda: self.in_flight)
         self.predictions = Counter(
             f"{PREFIX}_predictions",
             "Predicted rows by predicted class ('' for regressors).",

@@ -8,6 +8,12 @@ exit-stack and exception wrappers) costs more than validating and predicting a s
 row; going around it is what lets the full server (validation, metrics, drift, access log)
 outrun a bare FastAPI endpoint that only calls ``predict_proba``. Everything else about the
 request still happens: the middleware stack, routing, and the exception handlers in errors.py.
+
+:class:`RawRoutes` then goes around Starlette's routing too for the exact-path ones
+(``/predict``, ``/invocations``): matching eight route regexes, FastAPI's exit stack and the
+exception middleware cost ~30 us a request, more than parsing, validating, metrics and drift
+together. It dispatches only to the route the router itself would pick, so the routes stay the
+single source of truth.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import InvalidInput, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from .errors import InvalidInput, PayloadTooLarge, ServingError, Unauthorized, UnsupportedMediaType, error_response
+from .logging import AccessLog
 from .metrics import ServingMetrics
 
 JSON = "application/json"
@@ -54,6 +61,8 @@ def header(scope: Scope, name: bytes) -> str | None:
 def require_json(scope: Scope) -> None:
     """415 unless the request says its body is JSON (``application/json``, any parameters)."""
     declared = header(scope, b"content-type")
+    if declared == JSON:  # what clients send nearly always
+        return
     media_type = (declared or "").partition(";")[0].strip().lower()
     if media_type != JSON:
         got = f"got {declared!r}" if declared else "none was sent"
@@ -115,9 +124,11 @@ class ApiKeyCheck:
 
 
 class RawJsonEndpoint:
-    """ASGI app answering 200 with the bytes ``handler`` returns; errors propagate as exceptions
-    to the app's exception handlers, exactly as from a FastAPI route. A class instance rather
-    than a function, because Starlette wraps plain functions in its Request/Response layer."""
+    """ASGI app answering 200 with the bytes ``handler`` returns, or a :class:`ServingError` as
+    the response errors.py's handler would make of it (this endpoint may be reached without the
+    exception middleware, see :class:`RawRoutes`); anything else propagates to the app's
+    handlers as from a FastAPI route. A class instance rather than a function, because
+    Starlette wraps plain functions in its Request/Response layer."""
 
     def __init__(self, path: str, handler: JsonHandler) -> None:
         self.path = path
@@ -125,7 +136,11 @@ class RawJsonEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[ROUTE_KEY] = self.path  # FastAPI sets scope["route"] only for its own routes
-        body = await self.handler(scope, receive)
+        try:
+            body = await self.handler(scope, receive)
+        except ServingError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -133,6 +148,43 @@ class RawJsonEndpoint:
 
 def raw_json_route(path: str, handler: JsonHandler) -> Route:
     return Route(path, RawJsonEndpoint(path, handler), methods=["POST"], include_in_schema=False)
+
+
+class RawRoutes:
+    """Pure ASGI middleware sending ``POST`` requests for an exact raw-route path straight to its
+    :class:`RawJsonEndpoint`, past Starlette's routing, FastAPI's exit stack and the exception
+    middleware; every other request goes on down the stack unchanged.
+
+    The table is built with the stack (Starlette builds it at the first request), by asking each
+    route in order whether it matches, as the router does: a path is taken over only when the
+    router would pick that same raw route for it.
+    """
+
+    def __init__(self, app: ASGIApp, *, router: Router) -> None:
+        self.app = app
+        self.endpoints = _exact_raw_endpoints(router)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A root_path changes what the router matches against: leave those requests to it.
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _exact_raw_endpoints(router: Router) -> dict[str, RawJsonEndpoint]:
+    found: dict[str, RawJsonEndpoint] = {}
+    for route in router.routes:
+        endpoint = getattr(route, "endpoint", None)
+        if not isinstance(endpoint, RawJsonEndpoint) or "{" in endpoint.path:
+            continue
+        probe: Scope = {"type": "http", "path": endpoint.path, "method": "POST", "root_path": ""}
+        chosen = next((r for r in router.routes if r.matches(probe)[0] is Match.FULL), None)
+        if chosen is route:
+            found[endpoint.path] = endpoint
+    return found
 
 
 class ObservabilityMiddleware:
@@ -145,7 +197,7 @@ class ObservabilityMiddleware:
         app: ASGIApp,
         *,
         metrics: ServingMetrics,
-        access_log: Callable[[dict[str, Any]], None] | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -164,28 +216,15 @@ class ObservabilityMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_flight = self.metrics.in_flight
-        in_flight.inc()
+        metrics = self.metrics
+        metrics.in_flight += 1  # only the event loop thread runs this
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            in_flight.dec()
+            metrics.in_flight -= 1
             elapsed = time.perf_counter() - started
             route = scope.get(ROUTE_KEY) or getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.observe_request(route, scope["method"], status, elapsed)
             if self.access_log is not None:
-                _log(self.access_log, scope, route, status, elapsed)
-
-
-def _log(write: Callable[[dict[str, Any]], None], scope: Scope, route: str, status: int, elapsed: float) -> None:
-    client = scope.get("client")
-    write(
-        {
-            "method": scope["method"],
-            "path": scope["path"],
-            "route": route,
-            "status": status,
-            "durationMs": round(elapsed * 1000, 3),
-            "client": client[0] if client else None,
-        }
-    )
+                client = scope.get("client")
+                self.access_log(scope["method"], scope["path"], route, status, elapsed, client[0] if client else None)

@@ -19,6 +19,8 @@ from .errors import InvalidInput
 from .signature import InputSpec
 
 _NUMBER = (int, float)
+# Matrices up to this many values are checked for NaN/inf in Python rather than numpy.
+_SMALL = 16
 
 
 def parse_json(body: bytes) -> Any:
@@ -144,9 +146,11 @@ def _check_value(value: Any, j: int, spec: InputSpec, where: str) -> float:
 
 def check_finite(matrix: np.ndarray, spec: InputSpec, key: str) -> np.ndarray:
     """Reject inf always and NaN unless the estimator handles missing values."""
-    # One reduction answers the common case: the sum is finite only if every value is (a
-    # finite overflow to inf merely sends us down the exact path below).
-    if math.isfinite(float(matrix.sum())):
+    # One sum answers the common case: it is finite only if every value is (a finite overflow
+    # to inf merely sends us down the exact path below). For a row or a few, Python's sum of
+    # the values as a list costs a fifth of setting up a numpy reduction.
+    total = sum(matrix.ravel().tolist()) if matrix.size <= _SMALL else float(matrix.sum())
+    if math.isfinite(total):
         return matrix
     if spec.allow_nan:
         bad = np.isinf(matrix)

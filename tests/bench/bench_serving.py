@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,9 @@ BARE = "bare FastAPI"
 FLOOR = "raw ASGI (floor)"
 
 
-def servers(model_uri: str, tracking_uri: str, with_drift_off: bool) -> list[Server]:
+def servers(
+    model_uri: str, tracking_uri: str, with_drift_off: bool, other_trees: Sequence[tuple[str, str]] = ()
+) -> list[Server]:
     mlflow_env = {"MLFLOW_TRACKING_URI": tracking_uri}
     modelyard_env = {
         **mlflow_env,
@@ -145,7 +147,18 @@ def servers(model_uri: str, tracking_uri: str, with_drift_off: bool) -> list[Ser
     if with_drift_off:
         off = {**modelyard_env, "MODELYARD_DRIFT_WINDOW": "0"}
         found.insert(1, Server("modelyard, drift off", modelyard_cmd, "/readyz", "/invocations", dataframe_split, off))
+    for i, (label, tree) in enumerate(other_trees):  # the same server from another code tree
+        env = {**modelyard_env, "PYTHONPATH": tree}
+        other = Server(f"modelyard ({label})", modelyard_cmd, "/readyz", "/invocations", dataframe_split, env)
+        found.insert(1 + i, other)
     return found
+
+
+def code_tree(value: str) -> tuple[str, str]:
+    label, sep, tree = value.partition("=")
+    if not sep or not label or not (Path(tree) / "modelyard_serving").is_dir():
+        raise argparse.ArgumentTypeError(f"expected LABEL=DIR with DIR/modelyard_serving, got {value!r}")
+    return label, str(Path(tree).resolve())
 
 
 def start(server: Server, logs: Path) -> None:
@@ -225,6 +238,15 @@ def main() -> int:
     parser.add_argument("--drift-off", action="store_true", help="also run modelyard with drift tracking off")
     parser.add_argument("--rss-requests", type=int, default=0, help="also measure modelyard RSS after N requests")
     parser.add_argument("--json", type=Path, help="write results here as JSON too")
+    parser.add_argument(
+        "--modelyard-tree",
+        type=code_tree,
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also run modelyard from another code tree (DIR holds modelyard_serving, e.g. an older commit's "
+        "serving/ from git archive), as 'modelyard (LABEL)'; repeatable",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: install it with `apt-get install -y wrk` (Debian/Ubuntu)", file=sys.stderr)
@@ -234,7 +256,7 @@ def main() -> int:
     try:
         with mlflow_server(workdir) as tracking_uri:
             model_uri, profile = register_iris(tracking_uri)
-            found = servers(model_uri, tracking_uri, args.drift_off)
+            found = servers(model_uri, tracking_uri, args.drift_off, args.modelyard_tree)
             for server in found:  # one at a time, so start-up times do not compete
                 start(server, workdir)
                 print(f"{server.name}: ready in {server.ready_seconds:.1f}s", file=sys.stderr)
