@@ -34,6 +34,7 @@ _always_apply = False
 # apply is needed, so the read that would prove it can be skipped (an alias move's path).
 _applied: dict[tuple[str, str, str | None, str], str] = {}
 MAX_APPLIED = 100_000
+CONNECTION_POOL_SIZE = 48
 
 
 def configure(
@@ -54,7 +55,11 @@ def configure(
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            _dynamic = DynamicClient(client.ApiClient())
+            # urllib3 keeps cpu*5 connections by default; kopf's executor and the wake pool
+            # call from ~40 threads, and every extra one opened and dropped a connection.
+            cfg = client.Configuration.get_default_copy()
+            cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE
+            _dynamic = DynamicClient(client.ApiClient(cfg))
         return _dynamic
 
 

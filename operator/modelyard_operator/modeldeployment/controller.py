@@ -119,6 +119,10 @@ class MDController:
             return
         self.reconcile_quietly(key, unless_seen=resource_version)
 
+    def deployment_changed_soon(self, key: MDKey, resource_version: str | None) -> None:
+        """``deployment_changed`` on the wake pool, without waiting for it (kopf event path)."""
+        self._pool.submit(self.deployment_changed, key, resource_version)
+
     async def _wake(self, key: MDKey) -> None:
         # A pool of its own: asyncio's default one has cpu+4 threads (6 here), too few for an
         # alias move that wakes every ModelDeployment of a model at once.

@@ -69,10 +69,14 @@ def modeldeployment_event(namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OUR_DEPLOYMENTS)
-def serving_deployment_changed(namespace: str | None, labels: kopf.Labels, meta: kopf.Meta,
-                               **_: Any) -> None:
-    """Rollout progress updates the MD's status now, not at the next resync."""
-    controller().deployment_changed((str(namespace), labels[MD_LABEL]), meta.get("resourceVersion"))
+async def serving_deployment_changed(namespace: str | None, labels: kopf.Labels, meta: kopf.Meta,
+                                     **_: Any) -> None:
+    """Rollout progress updates the MD's status now, not at the next resync.
+
+    Async, and only hands the key on: a sync handler would park each event's parsed body in
+    kopf's executor queue, and a relist of a thousand Deployments would hold them all at once.
+    """
+    controller().deployment_changed_soon((str(namespace), labels[MD_LABEL]), meta.get("resourceVersion"))
 
 
 @kopf.on.event(GROUP, VERSION, "trainingruns", labels={RETRAIN_LABEL: kopf.PRESENT})

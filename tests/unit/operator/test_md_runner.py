@@ -99,6 +99,32 @@ def test_an_event_for_a_deployment_version_already_read_reconciles_nothing(
     assert runs[-1] == KEY
 
 
+def test_the_deployment_event_handler_returns_before_the_reconcile_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's Deployment event handler only hands the key to the wake pool: it returns while
+    the reconcile is still blocked, so kopf's worker drops the event's body at once."""
+    import asyncio
+
+    from modelyard_operator.modeldeployment import handlers
+    from modelyard_operator.modeldeployment.controller import MDController
+
+    controller = MDController(Settings(mlflow_tracking_uri="http://mlflow:5000"))
+    release, seen = threading.Event(), []
+
+    def slow_reconcile(key: Any, unless_seen: str | None = None) -> None:
+        release.wait(5)
+        seen.append((key, unless_seen))
+
+    monkeypatch.setattr(controller, "reconcile_quietly", slow_reconcile)
+    monkeypatch.setitem(handlers._state, "controller", controller)
+    labels = {"modelyard.io/modeldeployment": "iris"}
+    asyncio.run(handlers.serving_deployment_changed(  # type: ignore[call-arg]
+        namespace="ns", labels=labels, meta={"resourceVersion": "9"}))
+    assert seen == []  # returned while the reconcile waits
+    release.set()
+    wait_until(lambda: seen == [(KEY, "9")])
+
+
 def test_a_version_read_by_the_run_it_waited_for_is_not_reconciled_again() -> None:
     runner = CountingRunner()
     busy = runner.lock(KEY)
