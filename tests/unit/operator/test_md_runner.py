@@ -118,8 +118,8 @@ def test_the_deployment_event_handler_returns_before_the_reconcile_runs(
     monkeypatch.setattr(controller, "reconcile_quietly", slow_reconcile)
     monkeypatch.setitem(handlers._state, "controller", controller)
     labels = {"modelyard.io/modeldeployment": "iris"}
-    asyncio.run(handlers.serving_deployment_changed(  # type: ignore[call-arg]
-        namespace="ns", labels=labels, meta={"resourceVersion": "9"}))
+    handler: Any = handlers.serving_deployment_changed  # kopf types it as its own callable
+    asyncio.run(handler(namespace="ns", labels=labels, meta={"resourceVersion": "9"}))
     assert seen == []  # returned while the reconcile waits
     release.set()
     wait_until(lambda: seen == [(KEY, "9")])
