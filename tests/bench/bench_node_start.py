@@ -59,23 +59,19 @@ class Watcher:
         self._w.stop()
 
 
-def _first(marks: dict[str, float], key: str, at: float) -> None:
-    marks.setdefault(key, at)
-
-
 def _pod_marks(pod: Any, marks: dict[str, float], at: float) -> None:
-    _first(marks, "pod created", at)
+    marks.setdefault("pod created", at)
     if pod.spec.node_name:
-        _first(marks, "pod scheduled", at)
+        marks.setdefault("pod scheduled", at)
     for cs in pod.status.container_statuses or []:
         if cs.state and cs.state.running:
-            _first(marks, "container started", at)
+            marks.setdefault("container started", at)
         if cs.state and cs.state.terminated:
-            _first(marks, "container started", at)
-            _first(marks, "container finished", at)
+            marks.setdefault("container started", at)
+            marks.setdefault("container finished", at)
     for cond in pod.status.conditions or []:
         if cond.type == "Ready" and cond.status == "True":
-            _first(marks, "ready", at)
+            marks.setdefault("ready", at)
 
 
 def _summary(runs: list[dict[str, float]], order: list[str]) -> dict[str, dict[str, float]]:
@@ -111,14 +107,14 @@ def test_training_apply_to_succeeded(cluster: Any, namespace: str, operator: Any
     def on_job(job: Any, at: float) -> None:
         run = (job.metadata.labels or {}).get(TR_LABEL)
         if run in marks:
-            _first(marks[run], "job created", at)
+            marks[run].setdefault("job created", at)
             if any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or []):
-                _first(marks[run], "job complete", at)
+                marks[run].setdefault("job complete", at)
 
     def on_run(run: dict[str, Any], at: float) -> None:
         name = run["metadata"]["name"]
         if name in marks and (run.get("status") or {}).get("phase") == "Succeeded":
-            _first(marks[name], "succeeded", at)
+            marks[name].setdefault("succeeded", at)
 
     watchers = [
         Watcher(core.list_namespaced_pod, on_pod, namespace=namespace),
