@@ -137,7 +137,7 @@ def predict_handler(runtime: Runtime, auth: ApiKeyCheck, max_body: int) -> JsonH
         auth(scope)
         model = runtime.require_model()
         rows = rows_from_predict_body(parse_json(await read_body(scope, receive, max_body)), model.inputs)
-        result = runtime.predict(model, rows)
+        result = await runtime.predict(model, rows)
         body: dict[str, Any] = {
             "modelName": model.name,
             "modelVersion": model.version,

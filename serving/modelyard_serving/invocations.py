@@ -113,7 +113,7 @@ def invocations_handler(runtime: Runtime, auth: ApiKeyCheck, max_body: int) -> J
         require_json(scope)
         model = runtime.require_model()
         rows = rows_from_invocations_body(parse_json(await read_body(scope, receive, max_body)), model.inputs)
-        return dumps({"predictions": runtime.predict(model, rows).predictions})
+        return dumps({"predictions": (await runtime.predict(model, rows)).predictions})
 
     return invocations
 

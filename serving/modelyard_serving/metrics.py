@@ -47,6 +47,9 @@ OUTPUT_BUCKETS: Sequence[float] = (
     *_POSITIVE_OUTPUT_BOUNDS,
 )
 
+# Requests per estimator call: powers of two up to the largest batch a server is likely to form.
+BATCH_BUCKETS: Sequence[float] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
 
 class ServingMetrics:
     def __init__(self) -> None:
@@ -81,6 +84,13 @@ class ServingMetrics:
             "Regressor outputs (classifiers count by class in _predictions instead).",
             ["model_name", "model_version"],
             buckets=OUTPUT_BUCKETS,
+            registry=r,
+        )
+        # Observed once per estimator call, so _count is the number of calls and _sum the requests.
+        self.batch_requests = Histogram(
+            f"{PREFIX}_batch_requests",
+            "Micro-batching: requests served by one estimator call.",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.model_errors = Counter(

@@ -41,7 +41,7 @@ def infer_handler(runtime: Runtime, auth: ApiKeyCheck, max_body: int) -> JsonHan
         model = runtime.require_model()
         payload = parse_json(await read_body(scope, receive, max_body))
         rows = rows_from_infer_body(payload, model.inputs)
-        result = runtime.predict(model, rows)
+        result = await runtime.predict(model, rows)
         return dumps(_infer_response(model, result, payload))
 
     return infer

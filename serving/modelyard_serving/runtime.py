@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import re
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .batching import MicroBatcher
 from .drift import DriftSnapshot, DriftTracker
 from .errors import NotReady, PredictionFailed
 from .metrics import ServingMetrics
@@ -34,6 +36,7 @@ class Runtime:
         self.drift: DriftTracker | None = None
         self.drift_reason = "model not loaded yet"
         self.metrics.add_drift(self.drift_snapshot)
+        self.batcher: MicroBatcher | None = None
         self.mirror = Mirror(settings, self.metrics) if settings.shadow_url else None
 
     @property
@@ -110,6 +113,13 @@ class Runtime:
         # out of the collector's view, so collections only scan what requests allocate.
         gc.collect()
         gc.freeze()
+        if self.settings.max_batch_size > 1:
+            self.batcher = MicroBatcher(
+                functools.partial(self._predict_rows, model),
+                max_rows=self.settings.max_batch_size,
+                max_delay=self.settings.max_batch_delay_ms / 1000,
+                observe_batch=self.metrics.batch_requests.observe,
+            )
         # Published last: the first request that sees the model also sees its drift tracker.
         self.model = model
         log.info(
@@ -122,18 +132,29 @@ class Runtime:
             },
         )
 
-    def predict(self, model: LoadedModel, rows: np.ndarray) -> Prediction:
+    async def predict(self, model: LoadedModel, rows: np.ndarray) -> Prediction:
+        """Predict one request's validated rows, sharing the estimator call with concurrent
+        requests when micro-batching is on (batching.py)."""
+        batcher = self.batcher
         try:
-            result = model.predict(rows)
+            if batcher is not None and model is self.model:
+                result = await batcher.predict(rows)
+            else:
+                result = self._predict_rows(model, rows)
         except PredictionFailed:
             # Counted apart from 422s for bad input: a canary gate compares these per version.
             self.metrics.count_model_error()
             raise
+        if self.mirror is not None:
+            self.mirror.offer(rows, result.predictions, model.classes is not None)
+        return result
+
+    def _predict_rows(self, model: LoadedModel, rows: np.ndarray) -> Prediction:
+        """One estimator call, for one request or a batch of them, and its bookkeeping."""
+        result = model.predict(rows)
         self.metrics.count_predictions(result.predictions)
         if self.drift is not None:
             self.drift.observe(rows)
-        if self.mirror is not None:
-            self.mirror.offer(rows, result.predictions, model.classes is not None)
         return result
 
     def drift_snapshot(self) -> DriftSnapshot | None:

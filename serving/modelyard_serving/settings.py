@@ -33,6 +33,23 @@ class ServingSettings(BaseSettings):
         default=None, description="When set, inference routes need X-API-Key or a Bearer token."
     )
     drift_window: int = Field(default=10_000, ge=0, description="Rows kept for drift; 0 turns drift tracking off.")
+    max_batch_size: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Micro-batching: concurrent requests share one estimator call of up to this many rows; "
+            "1 turns it off (every request predicts alone)."
+        ),
+    )
+    max_batch_delay_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description=(
+            "How long the first request of a batch may wait for others to join. 0: never wait, "
+            "batch only the requests already queued together."
+        ),
+    )
     log_level: str = "INFO"
     access_log: bool = Field(default=True, description="One JSON line per request on stderr.")
     shadow_url: str | None = Field(
