@@ -10,6 +10,7 @@ import pytest
 from tests.helpers import condition, kubectl_apply, mlflow_client, wait_for
 
 from .test_modeldeployment import (
+    VERSION_LABEL,
     PredictLoop,
     deployment,
     deployment_version,
@@ -53,6 +54,29 @@ def test_bad_version_never_replaces_serving(cluster: Any, namespace: str, operat
     mc.set_registered_model_alias(model, "champion", v1)
     wait_condition(cluster, namespace, name, "Degraded", "False", timeout=120)
     wait_serving(cluster, namespace, name, v1)
+
+
+def test_rolling_promotion_loses_no_request(cluster: Any, namespace: str, operator: Any) -> None:
+    """A Rolling update replaces serving pods one by one; each old pod keeps answering (preStop)
+    until clients have dropped its endpoint, so a client following the Service's ready
+    endpoints sees every request answered, by the old version and then the new."""
+    model, name = unique("iris"), "iris-rolling"
+    v1 = log_iris_version(cluster, model)
+    mc = mlflow_client(cluster)
+    mc.set_registered_model_alias(model, "champion", v1)
+    kubectl_apply(cluster, namespace, md_manifest(name, {"name": model, "alias": "champion"}, replicas=2))
+    wait_serving(cluster, namespace, name, v1)
+    v2 = log_iris_version(cluster, model)
+    with PredictLoop(cluster, namespace, name, pause=0.01) as loop:
+        mc.set_registered_model_alias(model, "champion", v2)
+        wait_serving(cluster, namespace, name, v2)
+        # Until the last old pod is gone: its drain is what this test is about.
+        def only_new_pods() -> bool:
+            return all(p.metadata.labels.get(VERSION_LABEL) == v2 for p in pods(cluster, namespace, name))
+
+        wait_for(only_new_pods, 120, what=f"{name}: only v{v2} pods left")
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.ok[v1] > 0 and loop.ok[v2] > 0
 
 
 def _children_fingerprint(cluster: Any, namespace: str, name: str) -> tuple[Any, ...]:

@@ -141,11 +141,11 @@ def _container(md: ModelDeployment, version: ResolvedVersion, settings: Settings
         },
         "securityContext": container_security_context(),
         "volumeMounts": with_tmp([], [])[1],
+        # A terminating pod keeps answering for a few seconds while its endpoint is withdrawn,
+        # so clients (and kube-proxy rules) still holding the old endpoint list see no error:
+        # a rolling update replaces pods one by one, Canary/Shadow delete whole sides at once.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
     }
-    if md.spec.rollout.strategy != "Rolling":
-        # Canary/Shadow delete whole sides at once: a terminating pod keeps answering while
-        # its endpoint is withdrawn, so clients holding the old endpoint list see no error.
-        container["lifecycle"] = {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}}
     if settings.mlflow_credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.mlflow_credentials_secret}}]
     return container

@@ -142,11 +142,10 @@ def test_a_rejection_degrades_while_the_registry_still_wants_it() -> None:
     assert moved_on is not None and moved_on["status"] == "False"
 
 
-def test_progressive_strategies_drain_pods_before_they_stop() -> None:
+def test_every_strategy_drains_pods_before_they_stop() -> None:
     rolling = build_deployment(md({"model": {"name": "iris", "alias": "champion"}}), V3, settings())
-    assert "lifecycle" not in rolling["spec"]["template"]["spec"]["containers"][0]
     canary_md = md({"model": {"name": "iris", "alias": "champion"}, "rollout": {"strategy": "Canary"}})
-    for built in (build_deployment(canary_md, V3, settings()),
+    for built in (rolling, build_deployment(canary_md, V3, settings()),
                   build_candidate_deployment(canary_md, V3, settings(), 1)):
         container = built["spec"]["template"]["spec"]["containers"][0]
         assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 3}}}

@@ -92,6 +92,7 @@ GOLDEN_DEPLOYMENT: dict[str, Any] = {
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "lifecycle": {"preStop": {"sleep": {"seconds": 3}}},
                 }],
                 "volumes": [{"name": "tmp", "emptyDir": {}}],
             },
