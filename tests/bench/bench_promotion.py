@@ -1,7 +1,7 @@
 """Alias moved -> new version serving all traffic, on the local cluster, Canary beside Rolling.
 
 Run with ``make bench-rollout`` (pytest drives it, for the session's cluster, operator and
-namespace fixtures; it reports figures and asserts only that both rollouts finished).
+namespace fixtures; it reports figures and asserts only that both rollouts finished without a failed request).
 
 Two ModelDeployments of 2 replicas follow the same alias of one model: one with the default
 Canary settings (steps [10, 50, 100], analysis every 1m, 100 requests per side), one Rolling,
@@ -100,5 +100,6 @@ def test_alias_move_to_promoted(cluster: Any, namespace: str, operator: Any) -> 
     print("\n" + json.dumps(report, indent=2))
     if out := os.environ.get("MODELYARD_BENCH_JSON"):
         Path(out).write_text(json.dumps(report, indent=2))
-    # Canary sides drain behind a preStop pause, so their clients must never fail.
+    # Every serving pod drains behind a preStop pause, so neither client may ever fail.
     assert canary_load.failures == [], canary_load.failures[:5]
+    assert rolling_load.failures == [], rolling_load.failures[:5]
