@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from modelyard_operator.trainingrun.handlers import POLL_SECONDS
 
 from tests.helpers import condition, event_reasons, kubectl_apply, mlflow_client, version_artifact_location, wait_for
 
@@ -193,6 +194,35 @@ def test_gpu_run_pod_binds_to_a_fake_gpu_node(cluster: Any, namespace: str, oper
                 core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
             except client.ApiException as error:
                 if error.status != 404:  # already collected through the Job
+                    raise
+
+
+def test_run_status_follows_its_pod_without_waiting_for_the_poll(
+    cluster: Any, namespace: str, operator: Any
+) -> None:
+    """A pod that cannot be scheduled changes no Job field; the run still says why it waits,
+    well within the fallback poll's interval, because the operator watches its pods too."""
+    core = client.CoreV1Api(cluster.api)
+    # More GPUs than any (fake) node has: the scheduler keeps the pod Pending, Unschedulable.
+    manifest = tr_manifest("nofit", model_name(namespace, "nofit"), resources={"gpu": 16})
+    kubectl_apply(cluster, namespace, manifest)
+
+    def says_unschedulable() -> str | None:
+        message = str((get_run(cluster, namespace, "nofit").get("status") or {}).get("message") or "")
+        return message if message.startswith("Unschedulable") else None
+
+    try:
+        message = wait_for(says_unschedulable, POLL_SECONDS / 2, interval=0.25, what="status names Unschedulable")
+        assert "nvidia.com/gpu" in message, message
+        assert get_run(cluster, namespace, "nofit")["status"]["phase"] == "Pending"
+    finally:
+        objects = client.CustomObjectsApi(cluster.api)
+        objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "nofit")
+        for pod in pods_of(cluster, namespace, "nofit"):
+            try:
+                core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+            except client.ApiException as error:
+                if error.status != 404:
                     raise
 
 

@@ -166,5 +166,5 @@ def test_status_not_rewritten_once_finished(cluster: Any, namespace: str, operat
                                                              "hyperparameters": {"n_neighbors": 0}}))
     run = wait_phase(cluster, namespace, "quiet")
     version = run["metadata"]["resourceVersion"]
-    time.sleep(12)  # longer than the poll interval and the Job events that follow completion
+    time.sleep(12)  # past the Job and pod events that follow completion (finished runs are not polled)
     assert get_run(cluster, namespace, "quiet")["metadata"]["resourceVersion"] == version

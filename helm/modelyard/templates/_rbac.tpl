@@ -57,10 +57,11 @@ tests/unit/chart/test_chart_rbac.py keeps this list and the operator code in ste
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
 # application: training and serving pods are listed for exit codes, termination messages
-# and rollout state.
+# and rollout state; training pods (by label, server-side) are watched so their runs follow
+# them at once.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # application: serving Deployments, server-side applied (an apply that creates needs create)
 # and watched for rollout progress; a Canary/Shadow candidate Deployment is deleted when it
 # is promoted or rejected.

@@ -54,7 +54,7 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
         "list": r'@kopf\.on\.event\("batch", "v1", "jobs"',
         "watch": r'@kopf\.on\.event\("batch", "v1", "jobs"',
     },
-    ("", "pods"): {"list": r"kube\.list_pods\("},
+    ("", "pods"): {"list": r"kube\.list_pods\(", "watch": r'@kopf\.on\.event\("v1", "pods"'},
     ("apps", "deployments"): {
         "get": r'kube\.get\("apps/v1", "Deployment"',
         "create": r"kube\.apply\(build_deployment\(",  # an apply that creates is authorized as create
