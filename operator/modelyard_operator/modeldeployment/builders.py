@@ -69,10 +69,23 @@ def _env(md: ModelDeployment, version: ResolvedVersion, settings: Settings) -> l
             "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
         })
     env.extend(_shadow_env(md))
+    env.extend(_batching_env(md))
     user = [e for e in md.spec.env if e.get("name") not in RESERVED_ENV]
     user_names = {e.get("name") for e in user}
     # User entries replace ours by name: SSA keys env by name and rejects duplicates.
     return [e for e in env if e["name"] not in user_names] + user
+
+
+def _batching_env(md: ModelDeployment) -> list[dict[str, Any]]:
+    """Only what spec.batching sets: unset fields leave the pod template (and the server's
+    defaults) as they were, so adding the field to the schema rolled no existing pod."""
+    batching = md.spec.batching
+    env = []
+    if batching.max_batch_size is not None:
+        env.append({"name": "MODELYARD_MAX_BATCH_SIZE", "value": str(batching.max_batch_size)})
+    if batching.max_delay_milliseconds is not None:
+        env.append({"name": "MODELYARD_MAX_BATCH_DELAY_MS", "value": str(batching.max_delay_milliseconds)})
+    return env
 
 
 def shadow_name(md: ModelDeployment) -> str:

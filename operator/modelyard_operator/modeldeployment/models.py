@@ -172,6 +172,13 @@ class Rollout(_Camel):
         return self
 
 
+class Batching(_Camel):
+    """Micro-batching settings passed to the model server; unset keeps the server's default."""
+
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_delay_milliseconds: int | None = Field(default=None, ge=0, le=1000)
+
+
 class SecretKeyRef(_Camel):
     name: str = Field(min_length=1)
     key: str = "api-key"
@@ -217,6 +224,7 @@ class ModelDeploymentSpec(_Camel):
     affinity: dict[str, Any] | None = None
     image: str | None = None
     env: list[dict[str, Any]] = Field(default_factory=list)
+    batching: Batching = Field(default_factory=Batching)
     rollout: Rollout = Field(default_factory=Rollout)
     auth: Auth | None = None
     monitoring: Monitoring = Field(default_factory=Monitoring)

@@ -164,6 +164,23 @@ def test_full_spec_gpu_auth_env_credentials_and_rollout() -> None:
     ]
 
 
+def test_batching_settings_reach_the_server_and_spec_env_still_wins() -> None:
+    def env_of(spec: dict[str, Any]) -> dict[str, str]:
+        container = build_deployment(md(spec), V3, settings())["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    base: dict[str, Any] = {"model": {"name": "iris", "alias": "a"}}
+    unset = env_of(base)
+    assert not {"MODELYARD_MAX_BATCH_SIZE", "MODELYARD_MAX_BATCH_DELAY_MS"} & unset.keys()
+    both = env_of({**base, "batching": {"maxBatchSize": 16, "maxDelayMilliseconds": 2}})
+    assert (both["MODELYARD_MAX_BATCH_SIZE"], both["MODELYARD_MAX_BATCH_DELAY_MS"]) == ("16", "2")
+    off = env_of({**base, "batching": {"maxBatchSize": 1}})
+    assert off["MODELYARD_MAX_BATCH_SIZE"] == "1" and "MODELYARD_MAX_BATCH_DELAY_MS" not in off
+    overridden = env_of({**base, "batching": {"maxBatchSize": 16},
+                         "env": [{"name": "MODELYARD_MAX_BATCH_SIZE", "value": "8"}]})
+    assert overridden["MODELYARD_MAX_BATCH_SIZE"] == "8"
+
+
 def test_no_gpu_means_no_gpu_scheduling_constraints() -> None:
     pod = build_deployment(md({"model": {"name": "iris", "alias": "a"}}), V3,
                            settings())["spec"]["template"]["spec"]
