@@ -3,14 +3,15 @@
 A scikit-learn call has a fixed cost (input checks, dispatch) of about the same size as the
 arithmetic for hundreds of rows, so under concurrency most of a single-row request's model time
 is that fixed cost, paid again for every request. :class:`MicroBatcher` lets concurrent requests
-pay it once: a request's validated rows join the pending batch, and the batch is predicted on
-the next turn of the event loop, when every request the server had already read has joined it.
+pay it once. The request that opens a batch yields the event loop for one turn; every request
+the server had already read joins it meanwhile, and the opener then predicts for all of them.
 
-It is adaptive in the way that matters for latency: with ``max_delay`` 0 (the default) nothing
-ever waits for company. A lone request is predicted on the loop's next turn, the same turn a
-second request would have been read in; batches form only when requests are already queued
-behind each other. ``max_delay`` above 0 holds the first request of a batch that long to let
-more join, for models whose fixed cost dwarfs a request's.
+It is adaptive, so a lone client pays next to nothing for it: yielding is only worth a loop turn while
+requests do arrive together. While recent batches found company, every opener yields; once
+COMPANY_CREDIT batches in a row found none, requests predict at once, and only every
+PROBE_EVERY-th one yields to find out whether concurrency is back. With ``max_delay`` above 0
+an opener always waits that long for more to join, for models whose per-call cost dwarfs a
+request's.
 
 A batch does not change an answer: the rows are stacked in order and the result is split back
 by offsets, and sklearn predicts every row independently (probabilities can differ in their last
