@@ -8,7 +8,7 @@ from typing import Any, Literal
 from modelyard_operator.conditions import set_condition
 from modelyard_operator.kube import owned_by, pod_termination_message
 from modelyard_operator.trainingrun.builders import CONTAINER
-from modelyard_operator.trainingrun.models import TrainingResult, TrainingRun, parse_result
+from modelyard_operator.trainingrun.models import MODE_LABEL, TrainingResult, TrainingRun, parse_result
 from modelyard_operator.trainingrun.promotion import mlflow_links, promotion_status, promotion_summary
 
 JobState = Literal["active", "complete", "failed"]
@@ -127,10 +127,10 @@ def in_progress_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[st
 
 def succeeded_status(run: TrainingRun, job: dict[str, Any], result: TrainingResult | None,
                      now: str, trial_ids: list[str] | None = None,
-                     ui_base: str | None = None) -> dict[str, Any]:
+                     ui_base: str | None = None, finished_at: str | None = None) -> dict[str, Any]:
     """Succeeded, with the outcome the training pod reported."""
     status = {**_base(run, job, now), "phase": "Succeeded",
-              "completionTime": job_view(job).finished_at or now}
+              "completionTime": finished_at or job_view(job).finished_at or now}
     if trial_ids is not None:
         status["trialRunIds"] = trial_ids
     if result is None:
@@ -191,4 +191,19 @@ def job_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[str, Any]]
     if view.state == "complete":
         result, _ = latest_result(pods, "Succeeded")
         return succeeded_status(run, job, result, now, trial_ids, ui_base)
+    if _one_pod_finishes_it(job):
+        # The pod's exit already is the outcome: the Job controller takes another ~2 s to
+        # count it and set Complete, and the run need not wait for that bookkeeping.
+        result, _ = latest_result(pods, "Succeeded")
+        if result is not None and result.ok:
+            finished = max(_finished_at(p) for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
+            return succeeded_status(run, job, result, now, trial_ids, ui_base, finished_at=finished)
     return in_progress_status(run, job, pods, now, stage)
+
+
+def _one_pod_finishes_it(job: dict[str, Any]) -> bool:
+    """A single-training or select Job: one succeeded pod completes it (a sweep's trial Job
+    needs all of its indexes)."""
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    completions = (job.get("spec") or {}).get("completions")
+    return labels.get(MODE_LABEL) in ("single", "select") and completions in (None, 1)

@@ -64,14 +64,19 @@ class FakeKube:
         obj["status"] = {"conditions": [{"type": kind, "status": "True", "reason": "X",
                                          "lastTransitionTime": "2025-01-01T00:05:00Z"}],
                          "succeeded": len(results) if ok else 0, "failed": 0 if ok else 1}
-        for index, result in enumerate(results):
-            self.pods.append({
-                "metadata": {"name": f"{job}-{index}", "ownerReferences": [{"uid": obj["metadata"]["uid"]}],
-                             "labels": {"modelyard.io/trainingrun": "iris-1", "modelyard.io/training-mode": mode}},
-                "status": {"phase": "Succeeded" if ok else "Failed", "containerStatuses": [
-                    {"name": "train", "state": {"terminated": {"message": json.dumps(result),
-                                                               "finishedAt": "2025-01-01T00:05:00Z"}}}]},
-            })
+        for result in results:
+            self.pod_exits(job, mode, result, ok)
+
+    def pod_exits(self, job: str, mode: str, result: dict[str, Any], ok: bool = True,
+                  finished: str = "2025-01-01T00:05:00Z") -> None:
+        """One of ``job``'s pods has finished; the Job's own status is left as it is."""
+        uid = self.objects[("Job", job)]["metadata"]["uid"]
+        self.pods.append({
+            "metadata": {"name": f"{job}-{len(self.pods)}", "ownerReferences": [{"uid": uid}],
+                         "labels": {"modelyard.io/trainingrun": "iris-1", "modelyard.io/training-mode": mode}},
+            "status": {"phase": "Succeeded" if ok else "Failed", "containerStatuses": [
+                {"name": "train", "state": {"terminated": {"message": json.dumps(result), "finishedAt": finished}}}]},
+        })
 
 
 @pytest.fixture
@@ -117,6 +122,33 @@ def test_single_run_creates_one_job_and_finishes(kube: FakeKube) -> None:
     assert done.finished and done.status["phase"] == "Succeeded"
     assert [e[1] for e in done.events] == ["Succeeded", "Promoted"]
     assert kube.objects[("TrainingRun", "iris-1")]["status"]["modelVersion"] == "1"
+
+
+def test_a_single_run_succeeds_from_its_pod_before_the_job_is_complete(kube: FakeKube) -> None:
+    add_run(kube, SPEC)
+    sync(kube)
+    kube.pod_exits("iris-1-train", "single", OK, finished="2025-01-01T00:04:58Z")
+    done = sync(kube)
+    assert not kube.objects[("Job", "iris-1-train")]["status"]  # the Job controller has not caught up
+    assert done.finished and done.status["phase"] == "Succeeded"
+    assert done.status["completionTime"] == "2025-01-01T00:04:58Z"
+    assert (done.status["modelVersion"], done.status["promoted"]) == ("1", True)
+    assert [e[1] for e in done.events] == ["Succeeded", "Promoted"]
+
+
+def test_a_failed_attempt_or_a_trial_does_not_finish_the_run_early(kube: FakeKube) -> None:
+    add_run(kube, SPEC)
+    sync(kube)
+    kube.pod_exits("iris-1-train", "single", {"ok": False, "reason": "MLflowUnavailable"}, ok=False)
+    assert sync(kube).status["phase"] != "Succeeded"  # the Job may still retry
+
+    kube.objects.clear()
+    kube.pods.clear()
+    add_run(kube, SWEEP)
+    sync(kube)
+    kube.pod_exits("iris-1-sweep", "trial", {**OK, "trial": 0, "version": None, "promoted": False})
+    waiting = sync(kube)
+    assert waiting.status["phase"] != "Succeeded" and kube.created[-1] == "iris-1-sweep"
 
 
 def test_restarted_operator_adopts_the_existing_job(kube: FakeKube) -> None:
