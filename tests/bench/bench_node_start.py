@@ -89,8 +89,9 @@ def _summary(runs: list[dict[str, float]], order: list[str]) -> dict[str, dict[s
     return out
 
 
+# The run succeeds from its pod's exit; the Job's Complete condition follows on its own time.
 TRAINING_ORDER = ["applied", "job created", "pod created", "pod scheduled", "container started",
-                  "container finished", "job complete", "succeeded"]
+                  "container finished", "succeeded", "job complete"]
 SERVING_ORDER = ["pod created", "pod scheduled", "container started", "ready"]
 
 
