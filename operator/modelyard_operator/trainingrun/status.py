@@ -192,13 +192,24 @@ def job_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[str, Any]]
         result, _ = latest_result(pods, "Succeeded")
         return succeeded_status(run, job, result, now, trial_ids, ui_base)
     if _one_pod_finishes_it(job):
-        # The pod's exit already is the outcome: the Job controller takes another ~2 s to
-        # count it and set Complete, and the run need not wait for that bookkeeping.
-        result, _ = latest_result(pods, "Succeeded")
+        # The training container's clean exit already is the outcome: the kubelet takes about
+        # a second more to mark the pod Succeeded (it tears the sandbox down first), and the Job
+        # controller another second or two to count it and set Complete; the run need not wait
+        # for that bookkeeping.
+        exited = sorted((p for p in pods if _exited_cleanly(p)), key=_finished_at)
+        result = parse_result(pod_termination_message(exited[-1], CONTAINER)) if exited else None
         if result is not None and result.ok:
-            finished = max(_finished_at(p) for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
-            return succeeded_status(run, job, result, now, trial_ids, ui_base, finished_at=finished)
+            return succeeded_status(run, job, result, now, trial_ids, ui_base, finished_at=_finished_at(exited[-1]))
     return in_progress_status(run, job, pods, now, stage)
+
+
+def _exited_cleanly(pod: dict[str, Any]) -> bool:
+    """The training container has terminated with exit code 0 (training pods never restart)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if status.get("name") == CONTAINER and terminated.get("exitCode") == 0:
+            return True
+    return False
 
 
 def _one_pod_finishes_it(job: dict[str, Any]) -> bool:

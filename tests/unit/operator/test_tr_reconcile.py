@@ -68,14 +68,16 @@ class FakeKube:
             self.pod_exits(job, mode, result, ok)
 
     def pod_exits(self, job: str, mode: str, result: dict[str, Any], ok: bool = True,
-                  finished: str = "2025-01-01T00:05:00Z") -> None:
-        """One of ``job``'s pods has finished; the Job's own status is left as it is."""
+                  finished: str = "2025-01-01T00:05:00Z", phase: str | None = None) -> None:
+        """One of ``job``'s pods has finished (its phase may lag: ``phase``); the Job's own
+        status is left as it is."""
         uid = self.objects[("Job", job)]["metadata"]["uid"]
+        terminated = {"exitCode": 0 if ok else 1, "message": json.dumps(result), "finishedAt": finished}
         self.pods.append({
             "metadata": {"name": f"{job}-{len(self.pods)}", "ownerReferences": [{"uid": uid}],
                          "labels": {"modelyard.io/trainingrun": "iris-1", "modelyard.io/training-mode": mode}},
-            "status": {"phase": "Succeeded" if ok else "Failed", "containerStatuses": [
-                {"name": "train", "state": {"terminated": {"message": json.dumps(result), "finishedAt": finished}}}]},
+            "status": {"phase": phase or ("Succeeded" if ok else "Failed"),
+                       "containerStatuses": [{"name": "train", "state": {"terminated": terminated}}]},
         })
 
 
@@ -124,10 +126,13 @@ def test_single_run_creates_one_job_and_finishes(kube: FakeKube) -> None:
     assert kube.objects[("TrainingRun", "iris-1")]["status"]["modelVersion"] == "1"
 
 
-def test_a_single_run_succeeds_from_its_pod_before_the_job_is_complete(kube: FakeKube) -> None:
+@pytest.mark.parametrize("pod_phase", ["Succeeded", "Running"])
+def test_a_single_run_succeeds_from_its_pod_before_the_job_is_complete(kube: FakeKube, pod_phase: str) -> None:
+    """The container's clean exit is enough: the kubelet marks the pod Succeeded a moment
+    later, the Job controller later still."""
     add_run(kube, SPEC)
     sync(kube)
-    kube.pod_exits("iris-1-train", "single", OK, finished="2025-01-01T00:04:58Z")
+    kube.pod_exits("iris-1-train", "single", OK, finished="2025-01-01T00:04:58Z", phase=pod_phase)
     done = sync(kube)
     assert not kube.objects[("Job", "iris-1-train")]["status"]  # the Job controller has not caught up
     assert done.finished and done.status["phase"] == "Succeeded"
