@@ -6,11 +6,11 @@ is that fixed cost, paid again for every request. :class:`MicroBatcher` lets con
 pay it once. The request that opens a batch yields the event loop for one turn; every request
 the server had already read joins it meanwhile, and the opener then predicts for all of them.
 
-It is adaptive, so a lone client pays next to nothing for it: yielding is only worth a loop turn while
-requests do arrive together. While recent batches found company, every opener yields; once
+It is adaptive, so a lone client pays next to nothing for it: yielding is only worth a loop turn
+while requests do arrive together. While recent batches found company, every opener yields; once
 COMPANY_CREDIT batches in a row found none, requests predict at once, and only every
-PROBE_EVERY-th one yields to find out whether concurrency is back. With ``max_delay`` above 0
-an opener always waits that long for more to join, for models whose per-call cost dwarfs a
+PROBE_EVERY-th one yields to find out whether concurrency is back. With ``max_delay`` above 0 an
+opener always waits that long for more to join, for models whose per-call cost dwarfs a
 request's.
 
 A batch does not change an answer: the rows are stacked in order and the result is split back
@@ -107,17 +107,14 @@ class MicroBatcher:
     def flush(self) -> None:
         """Predict everything pending now and settle its futures."""
         batch, self._pending, self._pending_rows = self._pending, [], 0
-        if batch:
-            self._observe_batch(len(batch))
-        if len(batch) > 1:
-            self._company_credit = COMPANY_CREDIT
-        elif self._company_credit > 0:
-            self._company_credit -= 1
-        if len(batch) == 1:
-            _settle(batch[0][1], functools.partial(self._predict_rows, batch[0][0]))
-            return
         if not batch:
             return
+        self._observe_batch(len(batch))
+        if len(batch) == 1:
+            self._company_credit = max(0, self._company_credit - 1)
+            _settle(batch[0][1], functools.partial(self._predict_rows, batch[0][0]))
+            return
+        self._company_credit = COMPANY_CREDIT
         try:
             result = self._predict_rows(np.concatenate([rows for rows, _ in batch]))
         except PredictionFailed:

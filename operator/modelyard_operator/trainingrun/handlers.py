@@ -66,7 +66,7 @@ def poll_trainingrun(namespace: str | None, name: str, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=OUR_JOBS)
 @kopf.on.event("v1", "pods", labels=OUR_JOBS)
-def training_job_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+def training_job_or_pod_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     """A change of a run's Job or of one of its pods (scheduled, image pulled or not, started,
     exited) wakes the run at once instead of at the next poll: the status mirrors both."""
     try:

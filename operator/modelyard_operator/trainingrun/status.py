@@ -196,10 +196,10 @@ def job_status(run: TrainingRun, job: dict[str, Any], pods: list[dict[str, Any]]
         # a second more to mark the pod Succeeded (it tears the sandbox down first), and the Job
         # controller another second or two to count it and set Complete; the run need not wait
         # for that bookkeeping.
-        exited = sorted((p for p in pods if _exited_cleanly(p)), key=_finished_at)
-        result = parse_result(pod_termination_message(exited[-1], CONTAINER)) if exited else None
-        if result is not None and result.ok:
-            return succeeded_status(run, job, result, now, trial_ids, ui_base, finished_at=_finished_at(exited[-1]))
+        exited = max((p for p in pods if _exited_cleanly(p)), key=_finished_at, default=None)
+        result = parse_result(pod_termination_message(exited, CONTAINER)) if exited else None
+        if exited is not None and result is not None and result.ok:
+            return succeeded_status(run, job, result, now, trial_ids, ui_base, finished_at=_finished_at(exited))
     return in_progress_status(run, job, pods, now, stage)
 
 
