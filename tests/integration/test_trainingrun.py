@@ -61,6 +61,19 @@ def pods_of(cluster: Any, namespace: str, name: str) -> list[Any]:
     return list(core.list_namespaced_pod(namespace, label_selector=f"modelyard.io/trainingrun={name}").items)
 
 
+def delete_run_and_pods(cluster: Any, namespace: str, name: str) -> None:
+    """Delete a run whose pods never ran on the real node (unscheduled, or on a kwok node):
+    such pods never finish graceful deletion, so they are removed outright."""
+    core = client.CoreV1Api(cluster.api)
+    client.CustomObjectsApi(cluster.api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    for pod in pods_of(cluster, namespace, name):
+        try:
+            core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+        except client.ApiException as error:
+            if error.status != 404:  # already collected through the Job
+                raise
+
+
 def model_name(namespace: str, stem: str) -> str:
     return f"{stem}-{namespace}"
 
@@ -187,14 +200,7 @@ def test_gpu_run_pod_binds_to_a_fake_gpu_node(cluster: Any, namespace: str, oper
         # Fake GPU nodes run nothing, so the run waits; that is expected here.
         assert get_run(cluster, namespace, "gpu")["status"]["phase"] in ("Pending", "Running")
     finally:
-        # Pods on a node without a kubelet never finish graceful deletion; remove them outright.
-        client.CustomObjectsApi(cluster.api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gpu")
-        for pod in pods_of(cluster, namespace, "gpu"):
-            try:
-                core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
-            except client.ApiException as error:
-                if error.status != 404:  # already collected through the Job
-                    raise
+        delete_run_and_pods(cluster, namespace, "gpu")
 
 
 def test_run_status_follows_its_pod_without_waiting_for_the_poll(
@@ -202,7 +208,6 @@ def test_run_status_follows_its_pod_without_waiting_for_the_poll(
 ) -> None:
     """A pod that cannot be scheduled changes no Job field; the run still says why it waits,
     well within the fallback poll's interval, because the operator watches its pods too."""
-    core = client.CoreV1Api(cluster.api)
     # More GPUs than any (fake) node has: the scheduler keeps the pod Pending, Unschedulable.
     manifest = tr_manifest("nofit", model_name(namespace, "nofit"), resources={"gpu": 16})
     kubectl_apply(cluster, namespace, manifest)
@@ -216,14 +221,7 @@ def test_run_status_follows_its_pod_without_waiting_for_the_poll(
         assert "nvidia.com/gpu" in message, message
         assert get_run(cluster, namespace, "nofit")["status"]["phase"] == "Pending"
     finally:
-        objects = client.CustomObjectsApi(cluster.api)
-        objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "nofit")
-        for pod in pods_of(cluster, namespace, "nofit"):
-            try:
-                core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
-            except client.ApiException as error:
-                if error.status != 404:
-                    raise
+        delete_run_and_pods(cluster, namespace, "nofit")
 
 
 def test_operator_restart_mid_run_creates_no_duplicate_job(cluster: Any, namespace: str, operator: Any) -> None:
