@@ -17,7 +17,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from modelyard_operator import memory, metrics
+from modelyard_operator import kube, memory, metrics
 from modelyard_operator.modeldeployment.models import InvalidSpec, ModelDeployment
 from modelyard_operator.modeldeployment.resolver import Resolver
 from modelyard_operator.modeldeployment.retrain import check_retrain
@@ -36,6 +36,12 @@ WEBHOOK_REGISTER_RETRY_SECONDS = 30.0
 WAKE_WORKERS = 16
 # Resyncs use at most this many of those threads, leaving the rest to registry wakes.
 RESYNC_CONCURRENCY = 4
+
+
+def _log_namespace_terminating(key: MDKey) -> None:
+    # The API server refuses creates in a namespace being deleted (a 403 that is not an RBAC
+    # refusal); the ModelDeployment goes with its namespace, so there is nothing to retry.
+    logger.info("namespace %s is being deleted; ModelDeployment %s/%s not reconciled", key[0], *key)
 
 
 class MDController:
@@ -84,6 +90,9 @@ class MDController:
         except InvalidSpec as error:
             raise kopf.PermanentError(str(error)) from error
         except (ApiException, HTTPError) as error:
+            if kube.is_namespace_terminating(error):
+                _log_namespace_terminating(key)
+                return
             raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=API_RETRY_SECONDS) from error
         if outcome is not None and isinstance(outcome.registry_error, RegistryUnavailable):
             raise kopf.TemporaryError(str(outcome.registry_error),
@@ -109,8 +118,11 @@ class MDController:
             self.runner.run(key, coalesce=True, unless_seen=unless_seen)
         except InvalidSpec:
             pass  # already reported in status by the runner
-        except Exception:
-            logger.exception("reconcile of ModelDeployment %s/%s failed", *key)
+        except Exception as error:
+            if kube.is_namespace_terminating(error):
+                _log_namespace_terminating(key)
+            else:
+                logger.exception("reconcile of ModelDeployment %s/%s failed", *key)
 
     def deployment_changed(self, key: MDKey, resource_version: str | None) -> None:
         """A serving Deployment changed: reconcile unless the last run already saw this version."""

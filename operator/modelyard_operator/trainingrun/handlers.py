@@ -9,7 +9,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from modelyard_operator import GROUP, VERSION, events
+from modelyard_operator import GROUP, VERSION, events, kube
 from modelyard_operator.settings import load_settings
 from modelyard_operator.trainingrun.models import PLURAL, RUN_LABEL, TERMINAL_PHASES, InvalidSpecError
 from modelyard_operator.trainingrun.reconcile import JobConflictError, sync_run
@@ -37,6 +37,10 @@ def _sync(namespace: str | None, name: str) -> None:
     except InvalidSpecError as error:
         raise kopf.PermanentError(str(error)) from error
     except (ApiException, HTTPError) as error:
+        if kube.is_namespace_terminating(error):
+            # A 403 for a create in a namespace being deleted: the run goes with it.
+            logger.info("namespace %s is being deleted; TrainingRun %s not synced", namespace, name)
+            return
         raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_SECONDS) from error
     except JobConflictError as error:
         raise kopf.TemporaryError(str(error), delay=RETRY_SECONDS) from error
