@@ -3,8 +3,10 @@
 Lookup order (first hit wins, per binary):
 1. a directory named by ``MODELYARD_K8S_BIN_DIR``;
 2. the cache ``$MODELYARD_CACHE_DIR`` (default ``~/.cache/modelyard``) under ``k8s-<version>/``;
-3. the official release download (dl.k8s.io / the etcd GitHub release), for machines online;
-4. a build from Go modules through the pinned wrapper module in ``k8s/local/gomod``.
+3. only when ``MODELYARD_DOWNLOAD=1``: the official release download (dl.k8s.io / the etcd
+   GitHub release), kept only if it matches the SHA-256 published beside it;
+4. a build from Go modules through the pinned wrapper module in ``k8s/local/gomod`` (go.sum
+   verifies every module).
 Only missing binaries are fetched or built. The add-ons (``gomod-addons``), helm (``gomod-helm``)
 and versitygw (``gomod-s3``) have no release download here: the cache, else a build.
 """
@@ -103,28 +105,63 @@ def _from_env_dir(name: str) -> Path | None:
     return None
 
 
+K8S_RELEASES = "https://dl.k8s.io/release"
+ETCD_RELEASES = "https://github.com/etcd-io/etcd/releases/download"
+DOWNLOAD_ENV = "MODELYARD_DOWNLOAD"
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return bytes(resp.read())
+
+
+def _verified(data: bytes, sums: str, filename: str) -> bytes:
+    """``data`` if its SHA-256 is the one ``sums`` gives for ``filename``.
+
+    ``sums`` is either a bare digest (dl.k8s.io's ``<binary>.sha256``) or ``sha256sum`` output
+    (etcd's ``SHA256SUMS``).
+    """
+    lines = [line.split() for line in sums.splitlines() if line.strip()]
+    if len(lines) == 1 and len(lines[0]) == 1:
+        expected = lines[0][0]
+    else:
+        named = [fields[0] for fields in lines if len(fields) == 2 and fields[1].lstrip("*") == filename]
+        if not named:
+            raise ChecksumMismatch(f"{filename}: no published SHA-256")
+        expected = named[0]
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected.lower():
+        raise ChecksumMismatch(f"{filename}: SHA-256 {actual}, published {expected}")
+    return data
+
+
 def _download(name: str, dest: Path) -> bool:
-    """Try the official release. Offline machines fail fast and fall through to the Go build."""
-    if os.environ.get("MODELYARD_NO_DOWNLOAD"):
+    """The official release, when asked for (``MODELYARD_DOWNLOAD=1``) and only if its checksum
+    matches; anything else falls through to the Go build. Off by default, so a machine without
+    internet access (or a CI runner) never reaches outside for it."""
+    if os.environ.get(DOWNLOAD_ENV) != "1":
         return False
     arch = "amd64" if os.uname().machine in ("x86_64", "amd64") else "arm64"
     try:
         if name == "etcd":
-            url = (
-                f"https://github.com/etcd-io/etcd/releases/download/v{ETCD_VERSION}/"
-                f"etcd-v{ETCD_VERSION}-linux-{arch}.tar.gz"
-            )
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                data = resp.read()
+            archive = f"etcd-v{ETCD_VERSION}-linux-{arch}.tar.gz"
+            base = f"{ETCD_RELEASES}/v{ETCD_VERSION}"
+            data = _verified(_fetch(f"{base}/{archive}"), _fetch(f"{base}/SHA256SUMS").decode(), archive)
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                member = tar.getmember(f"etcd-v{ETCD_VERSION}-linux-{arch}/etcd")
-                extracted = tar.extractfile(member)
+                extracted = tar.extractfile(f"etcd-v{ETCD_VERSION}-linux-{arch}/etcd")
                 assert extracted is not None
                 dest.write_bytes(extracted.read())
         else:
-            url = f"https://dl.k8s.io/release/v{K8S_VERSION}/bin/linux/{arch}/{name}"
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                dest.write_bytes(resp.read())
+            url = f"{K8S_RELEASES}/v{K8S_VERSION}/bin/linux/{arch}/{name}"
+            dest.write_bytes(_verified(_fetch(url), _fetch(f"{url}.sha256").decode(), name))
+    except ChecksumMismatch as exc:
+        _log(f"{exc}; not used, building from Go modules")
+        dest.unlink(missing_ok=True)
+        return False
     except Exception as exc:  # noqa: BLE001 - any failure means "not available online"
         _log(f"{name}: release download unavailable ({type(exc).__name__}); building from Go modules")
         dest.unlink(missing_ok=True)
